@@ -1,0 +1,1 @@
+"""Persistence: the turn store and (later) the timeline store, behind protocols with SQLite backends."""

@@ -1,0 +1,1 @@
+"""Versioned, additive, idempotent schema migrations, legacy-layout upgrades, backfill and checks."""

@@ -1,0 +1,298 @@
+"""The SQLite turn store: phase snapshots of turns, content-addressed blocks, per-turn runtime truth."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from webchat.stores.migrations.backfill import resolve_inference_id, resolve_runtime_key
+from webchat.stores.protocol import Snapshot, StoreError, TurnQuery, TurnRow
+from webchat.stores.sqlite.connection import Readers, Writer
+from webchat.turns.hashing import HASH_ALGORITHM, block_content_hash, canonical_json
+from webchat.turns.keys import PHASES
+from webchat.turns.model import Block, Turn
+
+MAX_LIST_LIMIT = 10_000
+
+# Newest first; ties on the timestamp are broken by phase order (final before pre_inference), then ids.
+_PHASE_RANK_SQL = (
+    "CASE {col} " + " ".join(f"WHEN '{p}' THEN {i}" for i, p in enumerate(PHASES)) + " ELSE -1 END"
+)
+
+_UPSERT_TURN_TEMPLATE = """
+INSERT INTO turns (conv_id, session_id, turn_id, turn_created_at_ms, turn_metadata_json, turn_data_json,
+                   runtime_key, inference_id, updated_at_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (conv_id, session_id, turn_id) DO UPDATE SET
+    turn_created_at_ms = MIN(turns.turn_created_at_ms, excluded.turn_created_at_ms),
+    turn_metadata_json = CASE WHEN excluded.updated_at_ms >= turns.updated_at_ms
+                              THEN excluded.turn_metadata_json ELSE turns.turn_metadata_json END,
+    turn_data_json = CASE WHEN excluded.updated_at_ms >= turns.updated_at_ms
+                          THEN excluded.turn_data_json ELSE turns.turn_data_json END,
+    runtime_key = CASE WHEN {keep_runtime} THEN turns.runtime_key ELSE excluded.runtime_key END,
+    inference_id = CASE WHEN {keep_inference} THEN turns.inference_id ELSE excluded.inference_id END,
+    updated_at_ms = MAX(turns.updated_at_ms, excluded.updated_at_ms)
+"""
+# A save replaces runtime_key / inference_id only with a non-empty value, never clears them (§3).
+_UPSERT_TURN_SQL = _UPSERT_TURN_TEMPLATE.format(
+    keep_runtime="excluded.runtime_key = ''", keep_inference="excluded.inference_id = ''"
+)
+# Converting a legacy snapshot only fills empty values, so it can never overwrite what a newer writer
+# recorded for the same turn.
+_FILL_TURN_SQL = _UPSERT_TURN_TEMPLATE.format(
+    keep_runtime="turns.runtime_key <> ''", keep_inference="turns.inference_id <> ''"
+)
+
+_DELETE_MEMBERSHIP_SQL = """
+DELETE FROM turn_block_membership
+WHERE conv_id = ? AND session_id = ? AND turn_id = ? AND phase = ? AND snapshot_created_at_ms = ?
+"""
+_INSERT_BLOCK_SQL = """
+INSERT OR IGNORE INTO blocks (block_id, content_hash, hash_algorithm, kind, role, payload_json,
+                              block_metadata_json, first_seen_at_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_INSERT_MEMBERSHIP_SQL = """
+INSERT INTO turn_block_membership (conv_id, session_id, turn_id, phase, snapshot_created_at_ms, ordinal,
+                                   block_id, content_hash)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+
+def _json(value: Any) -> str:
+    return canonical_json(value if value is not None else {})
+
+
+def block_rows(turn: Turn, created_at_ms: int) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]]]:
+    """The ``blocks`` rows and ``(block_id, content_hash)`` of each ordinal, for one snapshot."""
+    blocks: list[tuple[Any, ...]] = []
+    keys: list[tuple[str, str]] = []
+    for ordinal, block in enumerate(turn.blocks):
+        block_id = block.id.strip() or f"{turn.id}#{ordinal}"
+        payload_json = _json(block.payload)
+        metadata_json = _json(block.metadata)
+        content_hash = block_content_hash(block.kind, block.role, block.payload, block.metadata)
+        blocks.append(
+            (block_id, content_hash, HASH_ALGORITHM, block.kind, block.role, payload_json, metadata_json, created_at_ms)
+        )
+        keys.append((block_id, content_hash))
+    return blocks, keys
+
+
+def save_snapshot_tx(
+    conn: sqlite3.Connection,
+    conv_id: str,
+    session_id: str,
+    turn: Turn,
+    phase: str,
+    created_at_ms: int,
+    runtime_key: str,
+    inference_id: str,
+    *,
+    fill_only: bool = False,
+) -> None:
+    """The statements of one snapshot save; the caller owns the transaction."""
+    turn_id = turn.id
+    blocks, keys = block_rows(turn, created_at_ms)
+    conn.execute(
+        _FILL_TURN_SQL if fill_only else _UPSERT_TURN_SQL,
+        (
+            conv_id,
+            session_id,
+            turn_id,
+            created_at_ms,
+            _json(turn.metadata),
+            _json(turn.data),
+            runtime_key,
+            inference_id,
+            created_at_ms,
+        ),
+    )
+    conn.execute(_DELETE_MEMBERSHIP_SQL, (conv_id, session_id, turn_id, phase, created_at_ms))
+    if blocks:
+        conn.executemany(_INSERT_BLOCK_SQL, blocks)
+        conn.executemany(
+            _INSERT_MEMBERSHIP_SQL,
+            [
+                (conv_id, session_id, turn_id, phase, created_at_ms, ordinal, block_id, content_hash)
+                for ordinal, (block_id, content_hash) in enumerate(keys)
+            ],
+        )
+
+
+def _validate_ids(**ids: str) -> None:
+    for name, value in ids.items():
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{name} must be a non-empty string")
+
+
+class SQLiteTurnStore:
+    """A :class:`~webchat.stores.protocol.TurnStore` on one SQLite file.
+
+    Open it with :func:`webchat.stores.open_turn_store`, which migrates the file first.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._writer = Writer(self.path, name="webchat-turns-writer")
+        self._readers = Readers(self.path)
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def save_snapshot(
+        self,
+        conv_id: str,
+        session_id: str,
+        turn: Turn,
+        phase: str,
+        created_at_ms: int,
+        *,
+        runtime_key: str = "",
+        inference_id: str = "",
+    ) -> None:
+        _validate_ids(conv_id=conv_id, session_id=session_id, turn_id=turn.id, phase=phase)
+        # The turn's own metadata is the fallback source of its truth; never the conversation pointer.
+        runtime_key = runtime_key.strip() or resolve_runtime_key(turn.metadata)
+        inference_id = inference_id.strip() or resolve_inference_id(turn.metadata)
+        snapshot = turn.copy()  # the caller may keep mutating its turn while the writer works
+        self._writer.run(
+            lambda conn: save_snapshot_tx(
+                conn, conv_id, session_id, snapshot, phase, int(created_at_ms), runtime_key, inference_id
+            )
+        )
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def _read(self) -> sqlite3.Connection:
+        return self._readers.get()
+
+    def list_snapshots(self, query: TurnQuery) -> list[Snapshot]:
+        if not query.conv_id and not query.session_id:
+            raise ValueError("conv_id or session_id is required")
+        limit = max(1, min(int(query.limit or 100), MAX_LIST_LIMIT))
+        where = ["m.ordinal = 0"]
+        params: list[Any] = []
+        for column, value in (
+            ("m.conv_id", query.conv_id),
+            ("m.session_id", query.session_id),
+            ("m.turn_id", query.turn_id),
+            ("m.phase", query.phase),
+            ("t.runtime_key", query.runtime_key),
+            ("t.inference_id", query.inference_id),
+        ):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.since_ms:
+            where.append("m.snapshot_created_at_ms >= ?")
+            params.append(int(query.since_ms))
+        sql = f"""
+WITH snaps AS (
+    SELECT m.conv_id, m.session_id, m.turn_id, m.phase, m.snapshot_created_at_ms AS created
+    FROM turn_block_membership AS m
+    JOIN turns AS t ON t.conv_id = m.conv_id AND t.session_id = m.session_id AND t.turn_id = m.turn_id
+    WHERE {" AND ".join(where)}
+    ORDER BY created DESC, {_PHASE_RANK_SQL.format(col="m.phase")} DESC, m.turn_id DESC, m.session_id DESC,
+             m.conv_id DESC
+    LIMIT ?
+)
+{_SNAPSHOT_ROWS_SQL}
+"""
+        params.append(limit)
+        return _assemble(self._read().execute(sql, params))
+
+    def load_turn(self, conv_id: str, session_id: str, turn_id: str) -> list[Snapshot]:
+        sql = f"""
+WITH snaps AS (
+    SELECT DISTINCT conv_id, session_id, turn_id, phase, snapshot_created_at_ms AS created
+    FROM turn_block_membership
+    WHERE conv_id = ? AND session_id = ? AND turn_id = ?
+)
+{_SNAPSHOT_ROWS_SQL}
+"""
+        return _assemble(self._read().execute(sql, (conv_id, session_id, turn_id)))
+
+    def turn_row(self, conv_id: str, session_id: str, turn_id: str) -> TurnRow | None:
+        row = self._read().execute(
+            f"SELECT {_TURN_ROW_COLUMNS} FROM turns WHERE conv_id = ? AND session_id = ? AND turn_id = ?",
+            (conv_id, session_id, turn_id),
+        ).fetchone()
+        return TurnRow(*row) if row else None
+
+    def runtime_history(self, conv_id: str) -> list[TurnRow]:
+        rows = self._read().execute(
+            f"SELECT {_TURN_ROW_COLUMNS} FROM turns WHERE conv_id = ? ORDER BY updated_at_ms ASC, turn_id ASC",
+            (conv_id,),
+        )
+        return [TurnRow(*row) for row in rows]
+
+    def latest_snapshot(self, conv_id: str) -> Snapshot | None:
+        items = self.list_snapshots(TurnQuery(conv_id=conv_id, limit=1))
+        return items[0] if items else None
+
+    def conversation_ids(self) -> list[str]:
+        return [r[0] for r in self._read().execute("SELECT DISTINCT conv_id FROM turns ORDER BY conv_id")]
+
+    def close(self) -> None:
+        self._writer.close()
+        self._readers.close()
+
+
+_TURN_ROW_COLUMNS = "conv_id, session_id, turn_id, runtime_key, inference_id, turn_created_at_ms, updated_at_ms"
+
+# Every block of every selected snapshot in one query (never one query per snapshot).
+_SNAPSHOT_ROWS_SQL = f"""
+SELECT s.conv_id, s.session_id, s.turn_id, s.phase, s.created,
+       t.runtime_key, t.inference_id, t.turn_metadata_json, t.turn_data_json,
+       m.ordinal, b.block_id, b.kind, b.role, b.payload_json, b.block_metadata_json
+FROM snaps AS s
+JOIN turns AS t ON t.conv_id = s.conv_id AND t.session_id = s.session_id AND t.turn_id = s.turn_id
+JOIN turn_block_membership AS m
+  ON m.conv_id = s.conv_id AND m.session_id = s.session_id AND m.turn_id = s.turn_id
+ AND m.phase = s.phase AND m.snapshot_created_at_ms = s.created
+JOIN blocks AS b ON b.block_id = m.block_id AND b.content_hash = m.content_hash
+ORDER BY s.created DESC, {_PHASE_RANK_SQL.format(col="s.phase")} DESC, s.turn_id DESC, s.session_id DESC,
+         s.conv_id DESC, m.ordinal ASC
+"""
+
+
+def _loads(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"_invalid_json": text}
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def _assemble(rows: Iterable[Sequence[Any]]) -> list[Snapshot]:
+    out: list[Snapshot] = []
+    current: Snapshot | None = None
+    current_key: tuple[Any, ...] = ()
+    for row in rows:
+        key = row[0:5]
+        if current is None or key != current_key:
+            conv_id, session_id, turn_id, phase, created, runtime_key, inference_id, meta, data = row[0:9]
+            current = Snapshot(
+                conv_id=conv_id,
+                session_id=session_id,
+                turn_id=turn_id,
+                phase=phase,
+                created_at_ms=int(created),
+                runtime_key=runtime_key,
+                inference_id=inference_id,
+                turn=Turn(id=turn_id, metadata=_loads(meta), data=_loads(data)),
+            )
+            current_key = key
+            out.append(current)
+        current.turn.blocks.append(
+            Block(id=row[10], kind=row[11], role=row[12], payload=_loads(row[13]), metadata=_loads(row[14]))
+        )
+    return out
+
+
+__all__ = ["SQLiteTurnStore", "StoreError", "block_rows", "save_snapshot_tx"]
