@@ -22,11 +22,15 @@ DataDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        help=f"Directory holding turns.db and timeline.db [default: {default_data_dir()}; env {DATA_DIR_ENV}]",
+        help=(
+            f"Directory holding turns.db and timeline.db [default: {default_data_dir()}; env {DATA_DIR_ENV}]"
+        ),
         show_default=False,
     ),
 ]
-TurnsDbOpt = Annotated[Path | None, typer.Option("--turns-db", help="Path of turns.db (overrides --data-dir)")]
+TurnsDbOpt = Annotated[
+    Path | None, typer.Option("--turns-db", help="Path of turns.db (overrides --data-dir)")
+]
 TimelineDbOpt = Annotated[
     Path | None, typer.Option("--timeline-db", help="Path of timeline.db (overrides --data-dir)")
 ]
@@ -55,7 +59,9 @@ def resolve_paths(
 ) -> StorePaths:
     for name, dsn in (("--turns-dsn", turns_dsn), ("--timeline-dsn", timeline_dsn)):
         if dsn:
-            raise typer.BadParameter(f"{dsn.split(':', 1)[0]} stores are not supported yet; use SQLite", param_hint=name)
+            raise typer.BadParameter(
+                f"{dsn.split(':', 1)[0]} stores are not supported yet; use SQLite", param_hint=name
+            )
     base = data_dir or default_data_dir()
     return StorePaths(
         data_dir=base,

@@ -26,7 +26,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     """web-chat: chat server, turn store tools and built-in help."""
 
@@ -34,11 +36,12 @@ def _root(
 def _register() -> None:
     # Each command module adds its commands; importing here keeps start-up of one command cheap enough
     # and the modules independent of each other.
-    from webchat.cli import db, help, serve, turns
+    from webchat.cli import db, help, profiles, serve, turns
 
+    serve.register(app)
     db.register(app)
     turns.register(app)
-    serve.register(app)
+    profiles.register(app)
     help.register(app)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -29,10 +29,10 @@ _FLOAT_RE = re.compile(
 )
 
 
-class Yaml12Loader(_LoaderBase):  # type: ignore[misc]
+class Yaml12Loader(_LoaderBase):
     """A safe loader with the YAML 1.2 core schema's implicit typing."""
 
-    yaml_implicit_resolvers: dict[str | None, list[tuple[str, re.Pattern[str]]]] = {}
+    yaml_implicit_resolvers: ClassVar[dict[str | None, list[tuple[str, re.Pattern[str]]]]] = {}
 
 
 Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL_RE, list("tTfF"))
@@ -64,7 +64,7 @@ Yaml12Loader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 Yaml12Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp_as_string)
 
 
-class SafeYamlDumper(_DumperBase):  # type: ignore[misc]
+class SafeYamlDumper(_DumperBase):
     """A safe dumper that also quotes strings a YAML 1.2 reader would take for numbers."""
 
 
@@ -72,13 +72,18 @@ SafeYamlDumper.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^0o[0
 
 
 def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a safe loader subclass
+    return yaml.load(text, Loader=Yaml12Loader)  # a SafeLoader subclass: no arbitrary objects
 
 
 def dump_yaml(value: Any) -> str:
     return str(
         yaml.dump(
-            value, Dumper=SafeYamlDumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1 << 30
+            value,
+            Dumper=SafeYamlDumper,
+            sort_keys=False,
+            allow_unicode=True,
+            default_flow_style=False,
+            width=1 << 30,
         )
     )
 

@@ -38,7 +38,8 @@ SQL_MISSING_SPLIT: Final = (
 )
 SQL_CANDIDATES: Final = (
     "SELECT conv_id, session_id, turn_id, turn_metadata_json FROM turns "
-    "WHERE runtime_key = '' OR inference_id = '' ORDER BY updated_at_ms DESC, conv_id, session_id, turn_id LIMIT ?;"
+    "WHERE runtime_key = '' OR inference_id = '' "
+    "ORDER BY updated_at_ms DESC, conv_id, session_id, turn_id LIMIT ?;"
 )
 
 EXPECTED_COLUMNS: Final = {
@@ -102,7 +103,9 @@ def run_check(conn: sqlite3.Connection) -> CheckResult:
     for name in REQUIRED_COLUMNS:
         row = cols.get(name)
         if row is None:
-            result.columns.append({"name": name, "present": False, "type": "", "not_null": False, "default": None})
+            result.columns.append(
+                {"name": name, "present": False, "type": "", "not_null": False, "default": None}
+            )
             result.problems.append(f"column turns.{name} is missing")
             continue
         _, _, col_type, not_null, default, _ = tuple(row)
@@ -133,7 +136,9 @@ def run_check(conn: sqlite3.Connection) -> CheckResult:
         result.missing_runtime_or_inference = int(missing_any or 0)
     result.legacy_tables = kept_snapshot_tables(conn)
     if table_exists(conn, UNPARSEABLE_TABLE):
-        result.legacy_rows_unparseable = int(conn.execute(f"SELECT COUNT(*) FROM {UNPARSEABLE_TABLE}").fetchone()[0])
+        result.legacy_rows_unparseable = int(
+            conn.execute(f"SELECT COUNT(*) FROM {UNPARSEABLE_TABLE}").fetchone()[0]
+        )
     return result
 
 

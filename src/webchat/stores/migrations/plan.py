@@ -9,7 +9,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from webchat.stores.migrations.backfill import resolve_inference_id, resolve_metadata_json, resolve_runtime_key
+from webchat.stores.migrations.backfill import (
+    resolve_inference_id,
+    resolve_metadata_json,
+    resolve_runtime_key,
+)
 from webchat.stores.migrations.turns_sqlite import (
     LEGACY_TABLE,
     MAX_REPORTED_UNPARSEABLE,
@@ -75,7 +79,9 @@ def _plan(conn: sqlite3.Connection, path: Path, report: MigrationReport) -> None
     for table, start in sources:
         report.legacy_table = report.legacy_table or table
         session_col = _session_column(conn, table)
-        report.legacy_rows_total += int(conn.execute(f"SELECT COUNT(*) FROM {quote_ident(table)}").fetchone()[0])
+        report.legacy_rows_total += int(
+            conn.execute(f"SELECT COUNT(*) FROM {quote_ident(table)}").fetchone()[0]
+        )
         rows = conn.execute(
             f"SELECT rowid, conv_id, {session_col}, turn_id, phase, payload FROM {quote_ident(table)} "
             "WHERE rowid > ? ORDER BY rowid",
@@ -96,7 +102,10 @@ def _plan(conn: sqlite3.Connection, path: Path, report: MigrationReport) -> None
             report.legacy_rows_converted += 1
             key = ids[:3]
             rk, inf = legacy_turns.get(key, ("", ""))
-            legacy_turns[key] = (rk or resolve_runtime_key(turn.metadata), inf or resolve_inference_id(turn.metadata))
+            legacy_turns[key] = (
+                rk or resolve_runtime_key(turn.metadata),
+                inf or resolve_inference_id(turn.metadata),
+            )
 
     turn_cols = columns(conn, "turns") if not single else {}
     existing: dict[tuple[str, str, str], tuple[str, str]] = {}
@@ -104,8 +113,10 @@ def _plan(conn: sqlite3.Connection, path: Path, report: MigrationReport) -> None
         rk_col = "runtime_key" if "runtime_key" in turn_cols else "''"
         inf_col = "inference_id" if "inference_id" in turn_cols else "''"
         ts_cols = [c for c in ("updated_at_ms", "turn_created_at_ms") if c in turn_cols]
-        created_src = "created_at_ms" if "created_at_ms" in turn_cols else (
-            "turn_created_at_ms" if "turn_created_at_ms" in turn_cols else "0"
+        created_src = (
+            "created_at_ms"
+            if "created_at_ms" in turn_cols
+            else ("turn_created_at_ms" if "turn_created_at_ms" in turn_cols else "0")
         )
         ts_missing = " OR ".join(f"{c} = 0" for c in ts_cols) if len(ts_cols) == 2 else "1"
         if version < 2:
@@ -114,7 +125,9 @@ def _plan(conn: sqlite3.Connection, path: Path, report: MigrationReport) -> None
                     f"SELECT COUNT(*) FROM turns WHERE ({ts_missing}) AND COALESCE({created_src}, 0) <> 0"
                 ).fetchone()[0]
             )
-        rows = conn.execute(f"SELECT conv_id, session_id, turn_id, {rk_col}, {inf_col}, turn_metadata_json FROM turns")
+        rows = conn.execute(
+            f"SELECT conv_id, session_id, turn_id, {rk_col}, {inf_col}, turn_metadata_json FROM turns"
+        )
         for conv_id, session_id, turn_id, rk, inf, meta in rows:
             key = (conv_id, session_id, turn_id)
             if version < 2 and (not rk or not inf):
@@ -137,7 +150,9 @@ def _plan(conn: sqlite3.Connection, path: Path, report: MigrationReport) -> None
         report.timestamps_filled = 0
 
     have_indexes = index_names(conn)
-    report.indexes_created = [n for n in INDEXES if n not in have_indexes or (single and have_indexes[n] == "turns")]
+    report.indexes_created = [
+        n for n in INDEXES if n not in have_indexes or (single and have_indexes[n] == "turns")
+    ]
     if version >= 3:
         report.indexes_created = []
     report.total_turns = len(existing)

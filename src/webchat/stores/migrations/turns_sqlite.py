@@ -187,7 +187,9 @@ def _count(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> 
     return int(conn.execute(sql, params).fetchone()[0])
 
 
-def _rowid_batches(conn: sqlite3.Connection, table: str, start_after: int, size: int) -> Iterator[tuple[int, int]]:
+def _rowid_batches(
+    conn: sqlite3.Connection, table: str, start_after: int, size: int
+) -> Iterator[tuple[int, int]]:
     """Half-open rowid ranges ``(lo, hi]`` covering the table past ``start_after``."""
     row = conn.execute(f"SELECT MAX(rowid) FROM {quote_ident(table)}").fetchone()
     top = int(row[0] or 0)
@@ -325,7 +327,13 @@ def _convert_kept_tables(
         for lo, hi in _rowid_batches(conn, table, start, max(1, batch_size // 20)):
             rows = conn.execute(select, (lo, hi)).fetchall()
 
-            def convert(c: sqlite3.Connection, rows: list[Any] = rows, hi: int = hi) -> int:
+            def convert(
+                c: sqlite3.Connection,
+                rows: list[Any] = rows,
+                hi: int = hi,
+                table: str = table,
+                step: str = step,
+            ) -> int:
                 n = 0
                 for rowid, conv_id, session_id, turn_id, phase, created, payload in rows:
                     ids = (str(conv_id or ""), str(session_id or ""), str(turn_id or ""), str(phase or ""))
@@ -342,7 +350,9 @@ def _convert_kept_tables(
                         ).fetchone() or ("", "")
                         c.execute("SAVEPOINT convert_row")
                         try:
-                            save_snapshot_tx(c, *ids[:2], turn, ids[3], int(created or 0), rk, inf, fill_only=True)
+                            save_snapshot_tx(
+                                c, *ids[:2], turn, ids[3], int(created or 0), rk, inf, fill_only=True
+                            )
                         except BaseException:
                             c.execute("ROLLBACK TO convert_row")
                             raise
@@ -383,7 +393,8 @@ def _row_pass(
 UPDATE turns SET
     turn_created_at_ms = {created_expr},
     updated_at_ms = CASE WHEN updated_at_ms = 0 THEN {created_expr} ELSE updated_at_ms END,
-    runtime_key = CASE WHEN runtime_key = '' THEN webchat_runtime_key(turn_metadata_json) ELSE runtime_key END,
+    runtime_key = CASE WHEN runtime_key = '' THEN webchat_runtime_key(turn_metadata_json)
+                       ELSE runtime_key END,
     inference_id = CASE WHEN inference_id = '' THEN webchat_inference_id(turn_metadata_json)
                         ELSE inference_id END
 WHERE rowid > ? AND rowid <= ?
@@ -416,7 +427,12 @@ def _step_indexes(conn: sqlite3.Connection, report: MigrationReport, progress: P
     existing = index_names(conn)
     missing = [name for name in INDEXES if name not in existing]
     for i, name in enumerate(missing, 1):
-        run_in_transaction(conn, lambda c, name=name: c.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {INDEXES[name]}"))
+        statement = f"CREATE INDEX IF NOT EXISTS {name} ON {INDEXES[name]}"
+
+        def create(c: sqlite3.Connection, statement: str = statement) -> None:
+            c.execute(statement)
+
+        run_in_transaction(conn, create)
         report.indexes_created.append(name)
         if progress:
             progress("creating indexes", i, len(missing))
@@ -465,7 +481,9 @@ def migrate_turns_db(
             finally:
                 conn.close()
     except Timeout as exc:
-        raise StoreError(f"{path}: another process is migrating this store (lock held past {lock_timeout_s:.0f}s)") from exc
+        raise StoreError(
+            f"{path}: another process is migrating this store (lock held past {lock_timeout_s:.0f}s)"
+        ) from exc
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: {exc}") from exc
     report.elapsed_s = time.monotonic() - started

@@ -26,7 +26,9 @@ BUSY_TIMEOUT_MS = 5000
 LOCK_WAIT_S = 60.0
 
 
-def connect(path: str | Path, *, readonly: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
+def connect(
+    path: str | Path, *, readonly: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+) -> sqlite3.Connection:
     """Open a connection in autocommit mode (transactions are explicit) with the contract's pragmas."""
     path = Path(path)
     try:

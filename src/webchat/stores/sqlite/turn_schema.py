@@ -9,8 +9,8 @@ COMPONENT: Final = "turns"
 
 # The schema version this code writes. A store recording a higher version is refused.
 #   1  normalized tables with runtime_key / inference_id (legacy layouts converted)
-#   2  the contract's indexes
-#   3  runtime_key / inference_id backfilled from turn metadata
+#   2  timestamps filled and runtime_key / inference_id backfilled from turn metadata
+#   3  the contract's indexes (built after the backfill so its updates do not maintain them)
 SCHEMA_VERSION: Final = 3
 
 VERSION_TABLES_DDL: Final = (
@@ -64,7 +64,8 @@ MEMBERSHIP_DDL: Final = """CREATE TABLE IF NOT EXISTS turn_block_membership (
     block_id TEXT NOT NULL,
     content_hash TEXT NOT NULL,
     PRIMARY KEY (conv_id, session_id, turn_id, phase, snapshot_created_at_ms, ordinal),
-    FOREIGN KEY (conv_id, session_id, turn_id) REFERENCES turns(conv_id, session_id, turn_id) ON DELETE CASCADE,
+    FOREIGN KEY (conv_id, session_id, turn_id) REFERENCES turns(conv_id, session_id, turn_id)
+        ON DELETE CASCADE,
     FOREIGN KEY (block_id, content_hash) REFERENCES blocks(block_id, content_hash)
 )"""
 

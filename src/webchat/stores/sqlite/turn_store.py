@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,16 @@ def block_rows(turn: Turn, created_at_ms: int) -> tuple[list[tuple[Any, ...]], l
         metadata_json = _json(block.metadata)
         content_hash = block_content_hash(block.kind, block.role, block.payload, block.metadata)
         blocks.append(
-            (block_id, content_hash, HASH_ALGORITHM, block.kind, block.role, payload_json, metadata_json, created_at_ms)
+            (
+                block_id,
+                content_hash,
+                HASH_ALGORITHM,
+                block.kind,
+                block.role,
+                payload_json,
+                metadata_json,
+                created_at_ms,
+            )
         )
         keys.append((block_id, content_hash))
     return blocks, keys
@@ -137,8 +147,19 @@ class SQLiteTurnStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._writer = Writer(self.path, name="webchat-turns-writer")
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no such store")
+        self._writer_lock = threading.Lock()
+        self._writer_instance: Writer | None = None
         self._readers = Readers(self.path)
+
+    @property
+    def _writer(self) -> Writer:
+        # Started on the first write, so read-only users (CLI, reports) never open the file for writing.
+        with self._writer_lock:
+            if self._writer_instance is None:
+                self._writer_instance = Writer(self.path, name="webchat-turns-writer")
+            return self._writer_instance
 
     # -- writes -------------------------------------------------------------------------------------
 
@@ -216,17 +237,19 @@ WITH snaps AS (
         return _assemble(self._read().execute(sql, (conv_id, session_id, turn_id)))
 
     def turn_row(self, conv_id: str, session_id: str, turn_id: str) -> TurnRow | None:
-        row = self._read().execute(
-            f"SELECT {_TURN_ROW_COLUMNS} FROM turns WHERE conv_id = ? AND session_id = ? AND turn_id = ?",
-            (conv_id, session_id, turn_id),
-        ).fetchone()
+        row = (
+            self._read()
+            .execute(
+                f"SELECT {_TURN_ROW_COLUMNS} FROM turns WHERE conv_id = ? AND session_id = ? AND turn_id = ?",
+                (conv_id, session_id, turn_id),
+            )
+            .fetchone()
+        )
         return TurnRow(*row) if row else None
 
     def runtime_history(self, conv_id: str) -> list[TurnRow]:
-        rows = self._read().execute(
-            f"SELECT {_TURN_ROW_COLUMNS} FROM turns WHERE conv_id = ? ORDER BY updated_at_ms ASC, turn_id ASC",
-            (conv_id,),
-        )
+        sql = f"SELECT {_TURN_ROW_COLUMNS} FROM turns WHERE conv_id = ? ORDER BY updated_at_ms, turn_id"
+        rows = self._read().execute(sql, (conv_id,))
         return [TurnRow(*row) for row in rows]
 
     def latest_snapshot(self, conv_id: str) -> Snapshot | None:
@@ -237,11 +260,15 @@ WITH snaps AS (
         return [r[0] for r in self._read().execute("SELECT DISTINCT conv_id FROM turns ORDER BY conv_id")]
 
     def close(self) -> None:
-        self._writer.close()
+        with self._writer_lock:
+            if self._writer_instance is not None:
+                self._writer_instance.close()
         self._readers.close()
 
 
-_TURN_ROW_COLUMNS = "conv_id, session_id, turn_id, runtime_key, inference_id, turn_created_at_ms, updated_at_ms"
+_TURN_ROW_COLUMNS = (
+    "conv_id, session_id, turn_id, runtime_key, inference_id, turn_created_at_ms, updated_at_ms"
+)
 
 # Every block of every selected snapshot in one query (never one query per snapshot).
 _SNAPSHOT_ROWS_SQL = f"""
@@ -274,7 +301,7 @@ def _assemble(rows: Iterable[Sequence[Any]]) -> list[Snapshot]:
     current: Snapshot | None = None
     current_key: tuple[Any, ...] = ()
     for row in rows:
-        key = row[0:5]
+        key = tuple(row[0:5])
         if current is None or key != current_key:
             conv_id, session_id, turn_id, phase, created, runtime_key, inference_id, meta, data = row[0:9]
             current = Snapshot(

@@ -1,0 +1,144 @@
+"""``web-chat profiles list|show``: the runtimes the server would offer (cli.md)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from webchat.cli.output import OutputFormat, emit_document, emit_records, error
+from webchat.runtimes.profiles import (
+    ProfileError,
+    ProfileRegistry,
+    Registries,
+    engine_unavailable_reason,
+    iter_profiles,
+    load_registries,
+)
+from webchat.runtimes.resolve import (
+    RuntimeResolutionError,
+    lookup_profile,
+    lookup_registry,
+    runtime_from_profile,
+)
+
+LIST_COLUMNS = (
+    "registry",
+    "slug",
+    "display_name",
+    "engine",
+    "model",
+    "is_default",
+    "version",
+    "usable",
+    "reason",
+)
+
+
+class DocumentFormat(StrEnum):
+    json = "json"
+    yaml = "yaml"
+
+
+ProfilesFilesOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--profiles",
+        help="A profile registry YAML file; repeat for several (later files win over earlier ones).",
+        metavar="FILE",
+    ),
+]
+RegistryOpt = Annotated[
+    str | None, typer.Option("--registry", help="Registry slug [default: the default one]")
+]
+
+
+def _load(files: list[Path] | None) -> Registries:
+    try:
+        return load_registries(files or [])
+    except ProfileError as exc:
+        error(str(exc))
+        raise typer.Exit(2) from None
+
+
+def list_profiles(
+    profiles: ProfilesFilesOpt = None,
+    registry: RegistryOpt = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--output", "-o", help="Output format")
+    ] = OutputFormat.table,
+) -> None:
+    """List the profiles (runtimes) of every registry: built-in first, then the files given."""
+    registries = _load(profiles)
+    selected: list[ProfileRegistry] = list(registries)
+    if registry is not None:
+        try:
+            selected = [lookup_registry(registries, registry)]
+        except RuntimeResolutionError as exc:
+            error(exc.message)
+            raise typer.Exit(2) from None
+    records: list[dict[str, Any]] = []
+    for reg, prof in iter_profiles(selected):
+        reason = engine_unavailable_reason(prof.runtime.engine)
+        records.append(
+            {
+                "registry": reg.slug,
+                "slug": prof.slug,
+                "display_name": prof.display_name,
+                "description": prof.description,
+                "engine": prof.runtime.engine,
+                "model": prof.runtime.model,
+                "is_default": reg.default_profile_slug == prof.slug,
+                "default_registry": reg.slug == registries.default_registry,
+                "version": prof.version,
+                "usable": not reason,
+                "reason": reason,
+            }
+        )
+    emit_records(
+        records,
+        output,
+        LIST_COLUMNS,
+        title=f"Profiles (default registry: {registries.default_registry})",
+        styles={"slug": "bold"},
+        row_style=lambda rec: None if rec["usable"] else "dim",
+    )
+
+
+def show_profile(
+    slug: Annotated[str, typer.Argument(help="Profile slug")],
+    registry: RegistryOpt = None,
+    profiles: ProfilesFilesOpt = None,
+    output: Annotated[
+        DocumentFormat, typer.Option("--output", "-o", help="Output format")
+    ] = DocumentFormat.json,
+) -> None:
+    """Show one profile and the runtime it resolves to, with its fingerprint (no secret values)."""
+    registries = _load(profiles)
+    try:
+        reg, prof = lookup_profile(registries, profile=slug, registry=registry)
+    except RuntimeResolutionError as exc:
+        error(exc.message)
+        raise typer.Exit(2) from None
+    reason = engine_unavailable_reason(prof.runtime.engine)
+    doc = prof.document(registry=reg.slug, is_default=reg.default_profile_slug == prof.slug)
+    doc["source"] = str(reg.source) if reg.source else None
+    doc["read_only"] = reg.read_only
+    doc["usable"] = not reason
+    doc["reason"] = reason
+    doc["resolved"] = runtime_from_profile(reg.slug, prof).document()
+    emit_document(doc, OutputFormat(output.value))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``profiles`` command group to ``app``."""
+    profiles_app = typer.Typer(
+        name="profiles",
+        help="The profiles (runtimes) the server would offer.",
+        no_args_is_help=True,
+    )
+    profiles_app.command("list")(list_profiles)
+    profiles_app.command("show")(show_profile)
+    app.add_typer(profiles_app, name="profiles")

@@ -1,0 +1,78 @@
+"""``web-chat serve``: run the chat server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from webchat.cli.common import DataDirOpt, TimelineDbOpt, TurnsDbOpt
+from webchat.cli.output import error
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind.", envvar="WEBCHAT_HOST")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port to bind.", envvar="WEBCHAT_PORT")
+    ] = 8080,
+    profiles: Annotated[
+        list[Path] | None,
+        typer.Option("--profiles", help="Profile registry YAML file (repeatable; later wins).", exists=False),
+    ] = None,
+    debug_api: Annotated[
+        bool | None,
+        typer.Option(
+            "--debug-api/--no-debug-api", help="Mount /api/debug/* [default: on for loopback hosts]."
+        ),
+    ] = None,
+    debug_token: Annotated[
+        str | None,
+        typer.Option("--debug-token", help="Bearer token for the debug API.", envvar="WEBCHAT_DEBUG_TOKEN"),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    turns_db: TurnsDbOpt = None,
+    timeline_db: TimelineDbOpt = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the chat server with the web UI, the chat API and (on loopback) the debug API."""
+    import uvicorn
+
+    from webchat.server.app import create_app
+    from webchat.server.settings import Settings
+
+    overrides: dict[str, Any] = {"host": host, "port": port}
+    for key, value in (
+        ("data_dir", data_dir),
+        ("turns_db", turns_db),
+        ("timeline_db", timeline_db),
+        ("debug_api", debug_api),
+        ("debug_token", debug_token),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if profiles:
+        overrides["profiles"] = profiles
+    try:
+        settings = Settings(**overrides)
+        settings.validate_security()
+        app = create_app(settings)
+    except Exception as exc:
+        error(str(exc))
+        raise typer.Exit(2) from exc
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    print(f"web-chat: serving on http://{shown}:{port}/  (data: {settings.data_dir})", flush=True)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+        ws_ping_interval=20,
+    )

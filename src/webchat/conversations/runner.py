@@ -1,0 +1,245 @@
+"""The turn runner: one inference of one runtime for one turn, persisted phase by phase.
+
+The runtime is the one resolved for the turn's own request and captured before the inference starts;
+the runner never looks at the conversation pointer, so a switch while a turn runs cannot relabel it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from webchat.runtimes.engine import Engine, EngineError, ModelReply, ToolCall
+from webchat.runtimes.resolve import ResolvedRuntime
+from webchat.runtimes.tools import ToolError, get_tool
+from webchat.stores.protocol import TurnStore
+from webchat.turns import keys
+from webchat.turns.model import Block, Turn
+
+Publish = Callable[[str, str, dict[str, Any], dict[str, Any] | None], Awaitable[Any]]
+
+DEFAULT_MAX_TOOL_ITERATIONS = 5
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class PendingTurn:
+    """A prompt accepted for a conversation, with the runtime its own request resolved."""
+
+    conv_id: str
+    session_id: str
+    turn_id: str
+    prompt: str
+    runtime: ResolvedRuntime
+    idempotency_key: str
+    prompt_event_id: str
+    accepted_at_ms: int = field(default_factory=now_ms)
+    inference_id: str = ""
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class TurnOutcome:
+    turn: Turn
+    ok: bool
+    error: str = ""
+    code: str = ""
+
+
+class _Clock:
+    """Strictly increasing snapshot timestamps within a turn (two saves in one millisecond must not merge)."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def __call__(self) -> int:
+        t = max(now_ms(), self.last + 1)
+        self.last = t
+        return t
+
+
+def _inference_metadata(
+    runtime: ResolvedRuntime, reply: ModelReply | None, started: float, ttft: float | None
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "provider": reply.provider if reply else runtime.engine,
+        "request_model": reply.request_model if reply else (runtime.model or runtime.engine),
+        "response_model": reply.response_model if reply else "",
+        "response_id": reply.response_id if reply else "",
+        "finish_reason": reply.finish_reason if reply else "",
+        "usage": {
+            "input_tokens": reply.usage.input_tokens if reply else 0,
+            "output_tokens": reply.usage.output_tokens if reply else 0,
+            "cached_tokens": reply.usage.cached_tokens if reply else 0,
+        },
+        "ttft_ms": None if ttft is None else round((ttft - started) * 1000, 3),
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    return doc
+
+
+async def run_turn(
+    pending: PendingTurn,
+    history: list[Block],
+    engine: Engine,
+    store: TurnStore,
+    publish: Publish,
+    *,
+    max_tool_iterations: int = DEFAULT_MAX_TOOL_ITERATIONS,
+) -> TurnOutcome:
+    runtime = pending.runtime
+    inference_id = pending.inference_id or str(uuid.uuid4())
+    pending.inference_id = inference_id
+    clock = _Clock()
+    blocks: list[Block] = []
+    if runtime.system_prompt:
+        blocks.append(Block(kind="system", role="system", payload={"text": runtime.system_prompt}))
+    blocks.extend(
+        Block(kind=b.kind, role=b.role, payload=dict(b.payload), metadata=dict(b.metadata)) for b in history
+    )
+    blocks.append(Block(kind="user", role="user", payload={"text": pending.prompt}))
+    turn = Turn(
+        id=pending.turn_id,
+        blocks=blocks,
+        metadata={
+            keys.SESSION_ID: pending.session_id,
+            keys.INFERENCE_ID: inference_id,
+            keys.RUNTIME: runtime.metadata(),
+        },
+    )
+    meta = {"runtime_key": runtime.runtime_key, "inference_id": inference_id, "turn_id": pending.turn_id}
+
+    async def save(phase: str) -> None:
+        await asyncio.to_thread(
+            store.save_snapshot,
+            pending.conv_id,
+            pending.session_id,
+            turn.copy(),
+            phase,
+            clock(),
+            runtime_key=runtime.runtime_key,
+            inference_id=inference_id,
+        )
+
+    message_id = f"{pending.turn_id}:assistant"
+    started = time.perf_counter()
+    ttft: float | None = None
+    reply: ModelReply | None = None
+    cumulative = ""
+    await save("pre_inference")
+    await publish(
+        "llm.start",
+        message_id,
+        {"id": message_id, "turn_id": pending.turn_id},
+        dict(meta, model=runtime.model or runtime.engine),
+    )
+    try:
+        for iteration in range(max(1, max_tool_iterations) + 1):
+            segment_id = message_id if iteration == 0 else f"{message_id}:{iteration}"
+            if iteration:
+                cumulative = ""
+                await publish(
+                    "llm.start", segment_id, {"id": segment_id, "turn_id": pending.turn_id}, dict(meta)
+                )
+
+            async def on_delta(delta: str, segment_id: str = segment_id) -> None:
+                nonlocal ttft, cumulative
+                if ttft is None:
+                    ttft = time.perf_counter()
+                cumulative += delta
+                await publish(
+                    "llm.delta",
+                    segment_id,
+                    {"id": segment_id, "delta": delta, "cumulative": cumulative},
+                    meta,
+                )
+
+            reply = await engine.complete(turn.copy(), runtime, on_delta)
+            if reply.text:
+                turn.blocks.append(Block(kind="llm_text", role="assistant", payload={"text": reply.text}))
+            for call in reply.tool_calls:
+                turn.blocks.append(
+                    Block(
+                        kind="tool_call",
+                        role="assistant",
+                        payload={"id": call.id, "name": call.name, "args": call.arguments},
+                    )
+                )
+            turn.metadata[keys.INFERENCE] = _inference_metadata(runtime, reply, started, ttft)
+            await save("post_inference")
+            final_meta = dict(meta, model=reply.response_model, usage=turn.metadata[keys.INFERENCE]["usage"])
+            await publish("llm.final", segment_id, {"id": segment_id, "text": reply.text}, final_meta)
+            if not reply.tool_calls:
+                break
+            if iteration >= max_tool_iterations:
+                raise EngineError("tool loop exceeded max iterations", code="max_tool_iterations")
+            for call in reply.tool_calls:
+                turn.blocks.append(await _run_tool(call, runtime, publish, meta))
+            await save("post_tools")
+        await save("final")
+        return TurnOutcome(turn=turn, ok=True)
+    except (EngineError, asyncio.CancelledError, Exception) as exc:
+        cancelled = isinstance(exc, asyncio.CancelledError)
+        code = getattr(exc, "code", "") or ("cancelled" if cancelled else "internal_error")
+        message = (
+            "the server stopped while this turn was running"
+            if cancelled
+            else str(exc) or exc.__class__.__name__
+        )
+        partial = getattr(exc, "partial_text", "") or ""
+        if partial:
+            turn.blocks.append(
+                Block(
+                    kind="llm_text", role="assistant", payload={"text": partial}, metadata={"partial": True}
+                )
+            )
+        inference = _inference_metadata(runtime, reply, started, ttft)
+        inference["error"] = {"class": exc.__class__.__name__, "code": code, "message": message}
+        turn.metadata[keys.INFERENCE] = inference
+        turn.metadata[keys.ERROR] = {"code": code, "message": message}
+        try:
+            await asyncio.shield(save("post_inference"))
+            await asyncio.shield(
+                publish("llm.error", message_id, {"id": message_id, "error": message, "code": code}, meta)
+            )
+        finally:
+            if cancelled:
+                raise
+        return TurnOutcome(turn=turn, ok=False, error=message, code=code)
+
+
+async def _run_tool(
+    call: ToolCall, runtime: ResolvedRuntime, publish: Publish, meta: dict[str, Any]
+) -> Block:
+    tool_event_id = f"{meta['turn_id']}:tool:{call.id}"
+    await publish(
+        "tool.start", tool_event_id, {"id": tool_event_id, "name": call.name, "input": call.arguments}, meta
+    )
+    payload: dict[str, Any] = {"id": call.id}
+    try:
+        if call.name not in runtime.tools:
+            raise ToolError(f"tool {call.name!r} is not enabled for runtime {runtime.runtime_key}")
+        tool = get_tool(call.name)
+        payload["result"] = await asyncio.to_thread(tool.run, call.arguments)
+    except ToolError as exc:
+        payload["error"] = str(exc)
+    result = payload.get("result", "")
+    await publish(
+        "tool.result",
+        tool_event_id,
+        {
+            "id": tool_event_id,
+            "result": result,
+            **({"error": payload["error"]} if "error" in payload else {}),
+        },
+        meta,
+    )
+    await publish("tool.done", tool_event_id, {"id": tool_event_id}, meta)
+    return Block(kind="tool_use", role="tool", payload=payload)

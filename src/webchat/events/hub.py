@@ -1,0 +1,279 @@
+"""One hub per live conversation: assigns ``seq``, persists the projection, then fans the frame out.
+
+For every published event, in this order and under one lock (so seq order == persisted version order ==
+delivery order, whatever the number of concurrent publishers):
+
+1. the next ``seq`` (seeded from the timeline store, so it keeps increasing across restarts);
+2. the projector's entities, written with ``store.apply(conv_id, seq, entities)`` in a worker thread
+   (the version is written even when no entity changes, so a restart never reuses a ``seq``);
+3. the event is kept in a bounded ring buffer (the debug API reads it) and offered to every subscriber.
+
+Persisting before delivering means a client that hydrates after seeing a frame never gets a snapshot
+older than that frame. A subscriber whose queue is full is dropped (closed with a reason); it never
+blocks the publisher or the other subscribers. Everything here runs on one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from webchat.events.envelope import Event, now_ms
+from webchat.events.projector import project
+from webchat.stores.timeline import Entity, TimelineStore
+
+log = logging.getLogger("webchat.events")
+
+DEFAULT_BUFFER_SIZE = 1000
+DEFAULT_MAX_QUEUE = 1000
+# Entities the projector may update next (the streaming message, running tools) stay in memory;
+# older ones are read back from the store when an event touches them again.
+ENTITY_CACHE_SIZE = 256
+
+
+class SubscriptionClosed(Exception):
+    """Raised by :meth:`Subscription.get` once the subscription is closed; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Subscription:
+    """A subscriber's bounded queue of events. Iterate it, or ``await get()``.
+
+    Closing (by :meth:`ConversationHub.unsubscribe`, by the hub dropping a slow subscriber, or by the
+    hub closing) discards what is still queued: a dropped client re-hydrates rather than catching up.
+    """
+
+    def __init__(self, conv_id: str, max_queue: int) -> None:
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        self.conv_id = conv_id
+        self.max_queue = max_queue
+        self._items: deque[Event] = deque()
+        self._ready = asyncio.Event()
+        self._reason = ""
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._reason)
+
+    @property
+    def reason(self) -> str:
+        """Why the subscription was closed; empty while it is open."""
+        return self._reason
+
+    @property
+    def pending(self) -> int:
+        return len(self._items)
+
+    def offer(self, event: Event) -> bool:
+        """Queue an event without waiting; False when the subscription is closed or its queue is full."""
+        if self._reason or len(self._items) >= self.max_queue:
+            return False
+        self._items.append(event)
+        self._ready.set()
+        return True
+
+    def close(self, reason: str = "closed") -> None:
+        if self._reason:
+            return
+        self._reason = reason or "closed"
+        self._items.clear()
+        self._ready.set()
+
+    async def get(self) -> Event:
+        while True:
+            if self._reason:
+                raise SubscriptionClosed(self._reason)
+            if self._items:
+                return self._items.popleft()
+            self._ready.clear()
+            await self._ready.wait()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self.get()
+        except SubscriptionClosed:
+            raise StopAsyncIteration from None
+
+
+class ConversationHub:
+    """Sequencing, persistence and fan-out of one conversation's events."""
+
+    def __init__(
+        self,
+        conv_id: str,
+        store: TimelineStore,
+        *,
+        version: int | None = None,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        """``version`` is the store's current version for the conversation (read from it when None)."""
+        self.conv_id = conv_id
+        self._store = store
+        self._version = store.current_version(conv_id) if version is None else version
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._ring: deque[Event] = deque(maxlen=buffer_size)
+        self._subscribers: list[Subscription] = []
+        self._entities: OrderedDict[str, Entity] = OrderedDict()
+        self._last_activity_ms = clock()
+        self._closed = False
+
+    # -- state --------------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """The last assigned ``seq`` (the conversation's timeline version); 0 before any event."""
+        return self._version
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    @property
+    def buffered_events(self) -> int:
+        return len(self._ring)
+
+    @property
+    def last_activity_ms(self) -> int:
+        return self._last_activity_ms
+
+    # -- publishing ---------------------------------------------------------------------------------
+
+    async def publish(
+        self, type: str, id: str, data: dict[str, Any], metadata: dict[str, Any] | None = None
+    ) -> Event:
+        """Sequence, persist and deliver one event; returns it with its ``seq``.
+
+        Once called, the publish completes even if the caller is cancelled, so a ``seq`` is never
+        half-used (persisted but not delivered, or the reverse).
+        """
+        if self._closed:
+            raise RuntimeError(f"hub of conversation {self.conv_id} is closed")
+        task = asyncio.ensure_future(
+            self._publish(type, id, dict(data), None if metadata is None else dict(metadata))
+        )
+        return await asyncio.shield(task)
+
+    async def _publish(
+        self, type: str, id: str, data: dict[str, Any], metadata: dict[str, Any] | None
+    ) -> Event:
+        async with self._lock:
+            event = Event(
+                type=type, id=id, seq=self._version + 1, data=data, metadata=metadata, ts_ms=self._clock()
+            )
+            self._version = event.seq
+            try:
+                await asyncio.to_thread(self._persist, event)
+            except Exception:
+                # The live stream goes on: the frame (perhaps an error report) still reaches the
+                # clients, and the next successful write carries the version forward.
+                log.exception(
+                    "conversation %s: could not persist event seq=%d (%s)", self.conv_id, event.seq, type
+                )
+            self._last_activity_ms = event.ts_ms
+            self._ring.append(event)
+            self._fan_out(event)
+            return event
+
+    def _persist(self, event: Event) -> None:
+        """Project and write one event (in a worker thread, while the hub lock is held)."""
+        entities = project(event, self._entity)
+        self._store.apply(self.conv_id, event.seq, entities)
+        for entity in entities:
+            self._entities[entity.id] = entity
+            self._entities.move_to_end(entity.id)
+        while len(self._entities) > ENTITY_CACHE_SIZE:
+            self._entities.popitem(last=False)
+
+    def _entity(self, entity_id: str) -> Entity | None:
+        entity = self._entities.get(entity_id)
+        if entity is None:
+            entity = self._store.get_entity(self.conv_id, entity_id)
+        return entity
+
+    def _fan_out(self, event: Event) -> None:
+        dropped = [sub for sub in self._subscribers if not sub.offer(event)]
+        for sub in dropped:
+            log.warning("conversation %s: dropping a slow subscriber at seq=%d", self.conv_id, event.seq)
+            self._remove(sub, f"slow consumer: more than {sub.max_queue} frames queued")
+
+    # -- subscribers --------------------------------------------------------------------------------
+
+    def subscribe(self, max_queue: int = DEFAULT_MAX_QUEUE) -> Subscription:
+        """A new subscription receiving every event published from now on."""
+        sub = Subscription(self.conv_id, max_queue)
+        if self._closed:
+            sub.close("conversation closed")
+        else:
+            self._subscribers.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription, reason: str = "unsubscribed") -> None:
+        self._remove(sub, reason)
+
+    def _remove(self, sub: Subscription, reason: str) -> None:
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
+        sub.close(reason)
+
+    def close(self, reason: str = "conversation closed") -> None:
+        """Close every subscription; later publishes are refused."""
+        self._closed = True
+        for sub in list(self._subscribers):
+            self._remove(sub, reason)
+
+    # -- debug --------------------------------------------------------------------------------------
+
+    def recent(self, since_seq: int = 0, type: str | None = None, limit: int = 100) -> list[Event]:
+        """The newest ``limit`` buffered events with ``seq > since_seq`` (and of ``type``), oldest first."""
+        if limit <= 0:
+            return []
+        matching = [e for e in self._ring if e.seq > since_seq and (type is None or e.type == type)]
+        return matching[-limit:]
+
+
+class HubRegistry:
+    """The hubs of the live conversations of one process."""
+
+    def __init__(self, store: TimelineStore, *, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+        self._store = store
+        self._buffer_size = buffer_size
+        self._hubs: dict[str, ConversationHub] = {}
+
+    async def get_or_create(self, conv_id: str) -> ConversationHub:
+        hub = self._hubs.get(conv_id)
+        if hub is not None:
+            return hub
+        version = await asyncio.to_thread(self._store.current_version, conv_id)
+        # Another caller may have created it while the version was read.
+        hub = self._hubs.get(conv_id)
+        if hub is None:
+            hub = ConversationHub(conv_id, self._store, version=version, buffer_size=self._buffer_size)
+            self._hubs[conv_id] = hub
+        return hub
+
+    def get(self, conv_id: str) -> ConversationHub | None:
+        return self._hubs.get(conv_id)
+
+    def remove(self, conv_id: str, reason: str = "conversation closed") -> None:
+        """Forget a conversation's hub and close its subscriptions."""
+        hub = self._hubs.pop(conv_id, None)
+        if hub is not None:
+            hub.close(reason)
+
+    def items(self) -> Iterator[tuple[str, ConversationHub]]:
+        return iter(list(self._hubs.items()))
+
+    def __len__(self) -> int:
+        return len(self._hubs)

@@ -1,0 +1,58 @@
+"""Server settings from CLI flags and the environment (``WEBCHAT_*``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from webchat.cli.common import default_data_dir
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WEBCHAT_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Field(default_factory=default_data_dir)
+    turns_db: Path | None = None
+    timeline_db: Path | None = None
+    profiles: list[Path] = Field(default_factory=list)
+    # None: on for loopback hosts, off otherwise.
+    debug_api: bool | None = None
+    debug_token: str | None = None
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_prompt_chars: int = Field(32_000, ge=1)
+    idle_evict_s: float = Field(900.0, gt=0)
+    shutdown_grace_s: float = Field(10.0, ge=0)
+
+    @property
+    def turns_path(self) -> Path:
+        return self.turns_db or self.data_dir / "turns.db"
+
+    @property
+    def timeline_path(self) -> Path:
+        return self.timeline_db or self.data_dir / "timeline.db"
+
+    @property
+    def debug_enabled(self) -> bool:
+        return is_loopback(self.host) if self.debug_api is None else self.debug_api
+
+    def validate_security(self) -> None:
+        """Refuse to expose the debug API on a non-loopback address without a token."""
+        if self.debug_enabled and not is_loopback(self.host) and not self.debug_token:
+            raise ValueError(
+                f"the debug API is enabled on non-loopback host {self.host}: set --debug-token "
+                "(or WEBCHAT_DEBUG_TOKEN) or pass --no-debug-api"
+            )

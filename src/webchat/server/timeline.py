@@ -1,0 +1,47 @@
+"""``GET /api/timeline``: the hydration snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from webchat.server.deps import Services, services
+from webchat.server.ids import check_id
+
+router = APIRouter(tags=["timeline"])
+
+
+async def timeline_document(
+    svc: Services, conv_id: str, since_version: int, limit: int | None
+) -> dict[str, Any]:
+    check_id(conv_id, "conv_id")
+    snap = await asyncio.to_thread(svc.timeline.snapshot, conv_id, since_version, limit)
+    return {
+        "conv_id": conv_id,
+        "version": snap.version,
+        "server_time_ms": int(time.time() * 1000),
+        "entities": [
+            {
+                "id": e.id,
+                "kind": e.kind,
+                "created_at_ms": e.created_at_ms,
+                "updated_at_ms": e.updated_at_ms,
+                "version": e.version,
+                "props": e.props,
+            }
+            for e in snap.entities
+        ],
+    }
+
+
+@router.get("/api/timeline", summary="Hydration snapshot of a conversation's timeline")
+async def get_timeline(
+    svc: Annotated[Services, Depends(services)],
+    conv_id: Annotated[str, Query(min_length=1, max_length=200)],
+    since_version: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+) -> dict[str, Any]:
+    return await timeline_document(svc, conv_id, since_version, limit)

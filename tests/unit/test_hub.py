@@ -1,0 +1,248 @@
+"""The per-conversation hub: sequencing across restarts, persistence before delivery, fan-out, drops."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from webchat.events.envelope import Event
+from webchat.events.hub import ConversationHub, HubRegistry, Subscription, SubscriptionClosed
+from webchat.stores.protocol import StoreError
+from webchat.stores.sqlite.timeline_store import SQLiteTimelineStore
+from webchat.stores.timeline import Entity
+
+META = {"runtime_key": "default", "inference_id": "i1", "turn_id": "t1"}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteTimelineStore]:
+    s = SQLiteTimelineStore(tmp_path / "timeline.db")
+    yield s
+    s.close()
+
+
+async def take(sub: Subscription, n: int) -> list[Event]:
+    return [await asyncio.wait_for(sub.get(), 5) for _ in range(n)]
+
+
+def test_seq_increases_and_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "timeline.db"
+
+    async def session(expected_first: int) -> int:
+        store = SQLiteTimelineStore(path)
+        try:
+            hub = await HubRegistry(store).get_or_create("c")
+            assert hub.version == expected_first - 1
+            first = await hub.publish("chat.message", "u", {"content": "hi"}, META)
+            second = await hub.publish("chat.turn_done", "t1", {})  # no entity, the version still moves
+            assert (first.seq, second.seq) == (expected_first, expected_first + 1)
+            assert store.current_version("c") == second.seq
+            return second.seq
+        finally:
+            store.close()
+
+    last = asyncio.run(session(1))
+    assert asyncio.run(session(last + 1)) == last + 2
+
+
+def test_publish_persists_before_delivery(store: SQLiteTimelineStore) -> None:
+    async def main() -> None:
+        hub = ConversationHub("c", store)
+        sub = hub.subscribe()
+        seen: list[tuple[int, int, str]] = []
+
+        async def client() -> None:
+            async for event in sub:
+                snap = store.snapshot("c")
+                entity = store.get_entity("c", "a")
+                seen.append((event.seq, snap.version, entity.props["content"] if entity else ""))
+                if event.type == "llm.final":
+                    return
+
+        task = asyncio.create_task(client())
+        await hub.publish("llm.start", "a", {}, META)
+        for i in range(1, 20):
+            await hub.publish("llm.delta", "a", {"cumulative": "x" * i}, META)
+        await hub.publish("llm.final", "a", {"text": "done"}, META)
+        await asyncio.wait_for(task, 5)
+        # Hydration never lags a delivered frame.
+        assert all(version >= seq for seq, version, _ in seen)
+        assert seen[-1] == (21, 21, "done")
+
+    asyncio.run(main())
+
+
+def test_concurrent_publishers_keep_one_order(store: SQLiteTimelineStore) -> None:
+    async def main() -> None:
+        hub = ConversationHub("c", store)
+        sub = hub.subscribe()
+
+        async def producer(name: str) -> list[Event]:
+            out = []
+            for i in range(15):
+                out.append(
+                    await hub.publish("timeline.upsert", f"{name}{i}", {"entity": {"kind": "n", "props": {}}})
+                )
+            return out
+
+        results = await asyncio.gather(*(producer(p) for p in "abcd"))
+        delivered = await take(sub, 60)
+        assert [e.seq for e in delivered] == list(range(1, 61))
+        published = sorted(itertools.chain.from_iterable(results), key=lambda e: e.seq)
+        assert [e.id for e in delivered] == [e.id for e in published]
+        stored = {e.id: e.version for e in store.snapshot("c").entities}
+        assert all(stored[e.id] == e.seq for e in delivered)
+        assert store.current_version("c") == 60
+
+    asyncio.run(main())
+
+
+def test_fan_out_to_every_subscriber(store: SQLiteTimelineStore) -> None:
+    async def main() -> None:
+        hub = ConversationHub("c", store)
+        subs = [hub.subscribe() for _ in range(3)]
+        assert hub.subscriber_count == 3
+        events = [await hub.publish("llm.delta", "a", {"cumulative": str(i)}, META) for i in range(5)]
+        for sub in subs:
+            got = await take(sub, 5)
+            assert got == events
+            assert got[0].frame_json == events[0].frame_json
+        hub.unsubscribe(subs[0])
+        assert subs[0].closed and subs[0].reason == "unsubscribed"
+        await hub.publish("llm.final", "a", {"text": "z"}, META)
+        assert subs[0].pending == 0 and subs[1].pending == 1 and hub.subscriber_count == 2
+
+    asyncio.run(main())
+
+
+def test_slow_subscriber_is_dropped_fast_one_gets_everything(store: SQLiteTimelineStore) -> None:
+    async def main() -> None:
+        hub = ConversationHub("c", store)
+        slow = hub.subscribe(max_queue=5)
+        fast = hub.subscribe(max_queue=5)
+        received: list[int] = []
+
+        async def reader() -> None:
+            async for event in fast:
+                received.append(event.seq)
+
+        task = asyncio.create_task(reader())
+        for i in range(40):
+            await hub.publish("llm.delta", "a", {"cumulative": str(i)}, META)
+        await asyncio.sleep(0)
+        assert received == list(range(1, 41))
+        assert slow.closed and "slow consumer" in slow.reason
+        assert hub.subscriber_count == 1
+        with pytest.raises(SubscriptionClosed) as info:
+            await slow.get()
+        assert info.value.reason == slow.reason
+        hub.close()
+        await asyncio.wait_for(task, 5)  # the iterator ends when its subscription closes
+        assert fast.reason == "conversation closed"
+        with pytest.raises(RuntimeError):
+            await hub.publish("llm.delta", "a", {}, META)
+
+    asyncio.run(main())
+
+
+def test_ring_buffer_and_filters(store: SQLiteTimelineStore) -> None:
+    async def main() -> None:
+        hub = ConversationHub("c", store, buffer_size=10)
+        for i in range(15):
+            await hub.publish("llm.delta" if i % 2 else "chat.turn_done", f"e{i}", {})
+        assert hub.buffered_events == 10
+        assert [e.seq for e in hub.recent()] == list(range(6, 16))
+        assert [e.seq for e in hub.recent(since_seq=12)] == [13, 14, 15]
+        assert [e.seq for e in hub.recent(type="llm.delta")] == [6, 8, 10, 12, 14]
+        assert [e.seq for e in hub.recent(type="llm.delta", limit=2)] == [12, 14]
+        assert hub.recent(limit=0) == []
+        assert hub.last_activity_ms == hub.recent()[-1].ts_ms
+
+    asyncio.run(main())
+
+
+def test_frames_carry_the_envelope(store: SQLiteTimelineStore) -> None:
+    async def main() -> None:
+        hub = ConversationHub("c", store)
+        event = await hub.publish("llm.delta", "a", {"cumulative": "hé"}, META)
+        assert event.frame() == {
+            "sem": True,
+            "event": {
+                "type": "llm.delta",
+                "id": "a",
+                "seq": 1,
+                "data": {"cumulative": "hé"},
+                "metadata": META,
+            },
+        }
+        bare = await hub.publish("chat.turn_done", "t1", {})
+        assert "metadata" not in bare.frame()["event"]
+        assert Event.from_frame(bare.frame()).seq == 2
+
+    asyncio.run(main())
+
+
+def test_registry(store: SQLiteTimelineStore) -> None:
+    async def main() -> None:
+        store.apply("c", 41, [])
+        registry = HubRegistry(store)
+        hubs = await asyncio.gather(*(registry.get_or_create("c") for _ in range(3)))
+        assert hubs[0] is hubs[1] is hubs[2] and registry.get("c") is hubs[0]
+        assert hubs[0].version == 41
+        sub = hubs[0].subscribe()
+        assert [cid for cid, _ in registry.items()] == ["c"] and len(registry) == 1
+        registry.remove("c")
+        assert registry.get("c") is None and sub.closed
+        registry.remove("c")  # unknown: nothing happens
+
+    asyncio.run(main())
+
+
+def test_publish_completes_when_the_caller_is_cancelled(store: SQLiteTimelineStore) -> None:
+    async def main() -> None:
+        hub = ConversationHub("c", store)
+        sub = hub.subscribe()
+        task = asyncio.create_task(hub.publish("llm.start", "a", {}, META))
+        await asyncio.sleep(0)
+        task.cancel()
+        event = await asyncio.wait_for(sub.get(), 5)
+        assert event.seq == 1 and store.current_version("c") == 1
+        nxt = await hub.publish("llm.final", "a", {"text": "x"}, META)
+        assert nxt.seq == 2
+
+    asyncio.run(main())
+
+
+class FailingStore(SQLiteTimelineStore):
+    """A store whose writes fail: the live stream must go on."""
+
+    calls = 0
+
+    def apply(self, conv_id: str, seq: int, entities: list[Entity]) -> None:
+        self.calls += 1
+        raise StoreError("disk full")
+
+
+def test_a_failed_write_still_delivers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "timeline.db"
+    good = SQLiteTimelineStore(path)
+    good.apply("c", 7, [])
+    good.close()
+    store = FailingStore(path)
+
+    async def main() -> None:
+        hub = ConversationHub("c", store)
+        sub = hub.subscribe()
+        event = await hub.publish("llm.error", "a", {"error": "boom", "code": "x"}, META)
+        assert event.seq == 8 and (await sub.get()) == event and store.calls == 1
+        assert (await hub.publish("chat.turn_done", "t", {})).seq == 9
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+    assert "could not persist event seq=8" in caplog.text
