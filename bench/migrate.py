@@ -7,7 +7,7 @@ Go-written store has it), copies it once per contender and measures:
 (b) a set-based SQL pass: one transaction with ALTER TABLE, one ``json_extract`` UPDATE approximating the
     resolver, and the same CREATE INDEX statements web-chat runs;
 (c) a row-by-row port of the reference algorithm: resolver in Python, one autocommitted UPDATE per row
-    (timed on a sample of rows and extrapolated linearly for the full size);
+    (all rows by default; ``--row-by-row-sample N`` times N rows and extrapolates linearly);
 
 and, on a fourth copy, how long a "live server" that saves a turn every ~20 ms waits for the write lock
 while (a) runs in a child process.
@@ -85,7 +85,8 @@ PRE_CUTOVER_DDL = (
     block_id TEXT NOT NULL,
     content_hash TEXT NOT NULL,
     PRIMARY KEY (conv_id, session_id, turn_id, phase, snapshot_created_at_ms, ordinal),
-    FOREIGN KEY (conv_id, session_id, turn_id) REFERENCES turns(conv_id, session_id, turn_id) ON DELETE CASCADE,
+    FOREIGN KEY (conv_id, session_id, turn_id)
+        REFERENCES turns(conv_id, session_id, turn_id) ON DELETE CASCADE,
     FOREIGN KEY (block_id, content_hash) REFERENCES blocks(block_id, content_hash)
 )""",
 )
@@ -537,6 +538,31 @@ def live_writer(path: Path, conv_ids: list[str], seed: int) -> dict[str, Any]:
     return {"waits": waits, "child": child}
 
 
+def breakdown(child: dict[str, Any]) -> str:
+    """Seconds in the row pass, in each CREATE INDEX and in the rest, from the child's progress events."""
+    start = child["wall_start"]
+    indexes = child["report"]["indexes_created"]
+    parts: list[str] = []
+    row_end = start
+    prev = start
+    for when, label, done, _total in child["events"]:
+        if label == "creating indexes" and 0 < done <= len(indexes):
+            if when - prev >= 0.01:
+                parts.append(f"{indexes[done - 1]} {when - prev:.2f} s")
+        elif label.startswith("backfilling"):
+            row_end = when
+        prev = when
+    rest = child["elapsed_s"] - (prev - start)
+    return f"row pass {row_end - start:.2f} s, " + ", ".join(parts) + f", rest {rest:.2f} s"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def step_at(child: dict[str, Any], wall: float) -> str:
     """The migration step that was running at ``wall`` (from the child's progress events)."""
     indexes = child["report"]["indexes_created"]
@@ -569,7 +595,9 @@ def agreement(a: Path, b: Path) -> tuple[int, int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test, < 20 s)")
     parser.add_argument("--rows", type=int, help=f"turns to generate (default {FULL_ROWS:,})")
     parser.add_argument("--conversations", type=int, help=f"conversations (default {FULL_CONVERSATIONS:,})")
@@ -599,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version}"
     )
+    print(f"# load average at start: {load_average()} (other processes on the machine skew the figures)")
     print(f"# store: {rows:,} pre-cutover turns, {conversations:,} conversations, workdir {workdir}")
     try:
         source = workdir / "source.db"
@@ -618,11 +647,15 @@ def main(argv: list[str] | None = None) -> int:
         a = run_webchat(copies["webchat"])
         rep = a["report"]
         print()
-        print(f"(a) web-chat migrate_turns_db:    {a['elapsed_s']:8.2f} s  (child process wall {a['process_wall_s']:.2f} s)")
+        print(
+            f"(a) web-chat migrate_turns_db:    {a['elapsed_s']:8.2f} s  "
+            f"(child wall {a['process_wall_s']:.2f} s)"
+        )
+        print(f"    {breakdown(a)}")
         print(
             f"    backfilled runtime_key {rep['backfilled_runtime_key']:,}, inference_id "
-            f"{rep['backfilled_inference_id']:,}, invalid metadata {rep['invalid_metadata']:,}, "
-            f"indexes {', '.join(rep['indexes_created'])}"
+            f"{rep['backfilled_inference_id']:,}, invalid metadata {rep['invalid_metadata']:,}; "
+            f"indexes built: {', '.join(rep['indexes_created'])}"
         )
         b = run_set_based(copies["set_based"])
         print(
@@ -635,10 +668,10 @@ def main(argv: list[str] | None = None) -> int:
             if c["extrapolated"]
             else f"all {c['rows_total']:,} rows timed"
         )
+        per_row_us = c["loop_s"] / max(c["rows_timed"], 1) * 1e6
         print(
-            f"(c) row-by-row reference port:    {c['elapsed_s']:8.2f} s  "
-            f"(per-row loop {c['loop_s']:.2f} s {note}; "
-            f"{c['loop_s'] / max(c['rows_timed'], 1) * 1e6:.1f} us/row; CREATE INDEX {c['index_s']:.2f} s)"
+            f"(c) row-by-row reference port:    {c['elapsed_s']:8.2f} s  (per-row loop {c['loop_s']:.2f} s, "
+            f"{note}, {per_row_us:.1f} us/row; CREATE INDEX {c['index_s']:.2f} s)"
         )
         total, diff_rk, diff_inf = agreement(copies["webchat"], copies["set_based"])
         print(
@@ -653,36 +686,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"web-chat / set-based      = {ratio_b:5.2f} x   target <= {TARGET_VS_SET_BASED:.1f} x")
         print(f"row-by-row / web-chat     = {speedup_c:5.2f} x   target >= {TARGET_VS_ROW_BY_ROW:.1f} x")
         print(
-            f"peak RSS of (a) child     = {peak_mb:6.1f} MB (VmHWM; RUSAGE_CHILDREN ru_maxrss "
-            f"{a['children_maxrss_kb'] / 1024:.1f} MB; interpreter + imports {a['vm_hwm_before_kb'] / 1024:.1f} MB)"
-            f"   target < {TARGET_PEAK_MB:.0f} MB"
+            f"peak RSS of (a) child     = {peak_mb:6.1f} MB   target < {TARGET_PEAK_MB:.0f} MB   (VmHWM; "
+            f"RUSAGE_CHILDREN ru_maxrss {a['children_maxrss_kb'] / 1024:.1f} MB; "
+            f"after interpreter + imports {a['vm_hwm_before_kb'] / 1024:.1f} MB)"
         )
 
         live = live_writer(copies["live"], info["conv_ids"], args.seed)
         waits = live["waits"]
         child = live["child"]
-        secs = [w for _, w, _ in waits]
-        max_wait = max(secs) if secs else 0.0
+        secs = [w for _, w, _ in waits] or [0.0]
+        max_wait = max(secs)
         p99 = statistics.quantiles(secs, n=100, method="inclusive")[98] if len(secs) >= 2 else max_wait
         with_cols = sum(1 for *_, new in waits if new)
         print()
         print(
-            f"live writer during (a) (migration {child['elapsed_s']:.2f} s): {len(secs):,} writes "
-            f"({with_cols:,} with runtime_key/inference_id), BEGIN IMMEDIATE wait "
-            f"max {max_wait * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, median {statistics.median(secs) * 1000:.1f} ms"
-            if secs
-            else "live writer during (a): no writes recorded"
+            f"live writer during (a) (migration {child['elapsed_s']:.2f} s): {len(waits):,} writes "
+            f"({with_cols:,} with runtime_key/inference_id); "
+            f"BEGIN IMMEDIATE wait max {max_wait * 1000:.0f} ms, "
+            f"p99 {p99 * 1000:.0f} ms, median {statistics.median(secs) * 1000:.1f} ms"
         )
         for wall, waited, _ in sorted(waits, key=lambda w: w[1], reverse=True)[:5]:
             if waited >= 0.05:
                 offset = wall - child["wall_start"]
-                print(f"    waited {waited * 1000:6.0f} ms at +{offset:6.2f} s, during: {step_at(child, wall)}")
+                print(
+                    f"    waited {waited * 1000:6.0f} ms at +{offset:6.2f} s, during: {step_at(child, wall)}"
+                )
 
         print()
-        print(f"{verdict(ratio_b <= TARGET_VS_SET_BASED)}  web-chat <= {TARGET_VS_SET_BASED:.1f} x set-based SQL pass")
-        print(f"{verdict(speedup_c >= TARGET_VS_ROW_BY_ROW)}  web-chat >= {TARGET_VS_ROW_BY_ROW:.0f} x faster than row-by-row")
-        print(f"{verdict(peak_mb < TARGET_PEAK_MB)}  peak memory of the web-chat migration < {TARGET_PEAK_MB:.0f} MB")
-        print(f"{verdict(max_wait <= TARGET_MAX_WAIT_S)}  live writer max lock wait <= {TARGET_MAX_WAIT_S:.1f} s")
+        print(f"# load average at end: {load_average()}")
+        for ok, label in (
+            (ratio_b <= TARGET_VS_SET_BASED, f"web-chat <= {TARGET_VS_SET_BASED:.1f} x set-based SQL pass"),
+            (
+                speedup_c >= TARGET_VS_ROW_BY_ROW,
+                f"web-chat >= {TARGET_VS_ROW_BY_ROW:.0f} x faster than row-by-row",
+            ),
+            (peak_mb < TARGET_PEAK_MB, f"peak memory of the web-chat migration < {TARGET_PEAK_MB:.0f} MB"),
+            (max_wait <= TARGET_MAX_WAIT_S, f"live writer max lock wait <= {TARGET_MAX_WAIT_S:.1f} s"),
+        ):
+            print(f"{verdict(ok)}  {label}")
     finally:
         if args.keep:
             print(f"# files kept in {workdir}")

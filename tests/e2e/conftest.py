@@ -45,11 +45,13 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(data_dir: Path, *extra: str, port: int | None = None) -> Server:
+def start_server(
+    data_dir: Path, *extra: str, port: int | None = None, env: dict[str, str] | None = None
+) -> Server:
     port = port or free_port()
     log_path = data_dir.parent / f"server-{port}-{time.monotonic_ns()}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, WEBCHAT_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, WEBCHAT_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", **(env or {}))
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "webchat", "serve", "--host", "127.0.0.1", "--port", str(port), *extra],

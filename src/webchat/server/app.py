@@ -40,7 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         timeline_store = await asyncio.to_thread(SQLiteTimelineStore, settings.timeline_path)
         conversations = ConversationService(turns, timeline_store, idle_evict_s=settings.idle_evict_s)
         app.state.services = Services(settings, turns, timeline_store, registries, conversations)
-        evictor = asyncio.create_task(_evict_loop(conversations))
+        # Check often enough that a conversation is never kept much past its idle limit.
+        interval = min(EVICT_INTERVAL_S, max(0.5, settings.idle_evict_s / 2))
+        evictor = asyncio.create_task(_evict_loop(conversations, interval))
         try:
             yield
         finally:
@@ -82,9 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _evict_loop(conversations: ConversationService) -> None:
+async def _evict_loop(conversations: ConversationService, interval: float) -> None:
     while True:
-        await asyncio.sleep(EVICT_INTERVAL_S)
+        await asyncio.sleep(interval)
         try:
             evicted = await conversations.evict_idle()
             if evicted:

@@ -66,6 +66,9 @@ def resolve_metadata_json(text: str | bytes | None) -> Resolution:
         return Resolution("", "", False)
     try:
         doc = json.loads(text)
+    except RecursionError:
+        # Valid JSON nested too deeply to parse here: nothing canonical can be taken from it.
+        return Resolution("", "", True)
     except (ValueError, TypeError):
         return Resolution("", "", False)
     if not isinstance(doc, dict):

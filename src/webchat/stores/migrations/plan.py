@@ -94,7 +94,7 @@ def _plan(conn: sqlite3.Connection, path: Path, report: MigrationReport) -> None
                 if isinstance(payload, bytes):
                     payload = payload.decode("utf-8")
                 turn = turn_from_yaml(payload or "")
-            except (TurnFormatError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            except (TurnFormatError, ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
                 report.legacy_rows_unparseable += 1
                 if len(report.unparseable) < MAX_REPORTED_UNPARSEABLE:
                     report.unparseable.append(UnparseableRow(kept_name, rowid, *ids, str(exc)[:200]))

@@ -257,15 +257,18 @@ class _ResolverFunctions:
             self.runtime_filled += 1
         return res.runtime_key
 
-    def inference_id(self, text: Any) -> str:
+    def inference_id(self, text: Any, runtime_key: Any) -> str:
         res = self._resolve(text)
+        # A row whose runtime_key was already set never went through runtime_key(): count it here.
+        if runtime_key and not res.valid:
+            self.invalid += 1
         if res.inference_id:
             self.inference_filled += 1
         return res.inference_id
 
     def install(self, conn: sqlite3.Connection) -> None:
         conn.create_function("webchat_runtime_key", 1, self.runtime_key, deterministic=True)
-        conn.create_function("webchat_inference_id", 1, self.inference_id, deterministic=True)
+        conn.create_function("webchat_inference_id", 2, self.inference_id, deterministic=True)
 
 
 # -- steps -------------------------------------------------------------------------------------------
@@ -358,7 +361,13 @@ def _convert_kept_tables(
                             raise
                         finally:
                             c.execute("RELEASE convert_row")
-                    except (TurnFormatError, ValueError, TypeError, UnicodeDecodeError) as exc:
+                    except (
+                        TurnFormatError,
+                        ValueError,
+                        TypeError,
+                        UnicodeDecodeError,
+                        RecursionError,
+                    ) as exc:
                         c.execute(
                             f"INSERT OR REPLACE INTO {UNPARSEABLE_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)",
                             (table, rowid, *ids, str(exc)[:500]),
@@ -386,7 +395,9 @@ def _row_pass(
     cols = columns(conn, "turns")
     created_expr = "turn_created_at_ms"
     if "created_at_ms" in cols:
-        created_expr = "(CASE WHEN turn_created_at_ms = 0 THEN created_at_ms ELSE turn_created_at_ms END)"
+        created_expr = (
+            "(CASE WHEN turn_created_at_ms = 0 THEN COALESCE(created_at_ms, 0) ELSE turn_created_at_ms END)"
+        )
     resolver = _ResolverFunctions()
     resolver.install(conn)
     sql = f"""
@@ -395,7 +406,7 @@ UPDATE turns SET
     updated_at_ms = CASE WHEN updated_at_ms = 0 THEN {created_expr} ELSE updated_at_ms END,
     runtime_key = CASE WHEN runtime_key = '' THEN webchat_runtime_key(turn_metadata_json)
                        ELSE runtime_key END,
-    inference_id = CASE WHEN inference_id = '' THEN webchat_inference_id(turn_metadata_json)
+    inference_id = CASE WHEN inference_id = '' THEN webchat_inference_id(turn_metadata_json, runtime_key)
                         ELSE inference_id END
 WHERE rowid > ? AND rowid <= ?
   AND (runtime_key = '' OR inference_id = '' OR updated_at_ms = 0 OR turn_created_at_ms = 0)

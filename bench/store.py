@@ -1,0 +1,511 @@
+"""Benchmark: the SQLite turn store against raw ``sqlite3`` doing the same work.
+
+Saves: N phase snapshots (default 20,000; 4-8 blocks each, realistic text) through
+``SQLiteTurnStore.save_snapshot`` (opened with ``open_turn_store`` on a fresh file) vs a plain connection
+running the statements ``save_snapshot_tx`` runs, one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per snapshot, on
+a fresh file with the same pragmas. Target: store >= 70% of raw saves/s.
+
+Listing: a 2,000-turn conversation (4 phases per turn, 3-6 blocks per snapshot) among smaller ones;
+median time of ``list_snapshots(TurnQuery(conv_id=..., limit=200))`` vs one hand-written SQL query
+returning the same rows, ``fetchall()`` on a plain connection. Target: store <= 2.0 x raw.
+
+Run ``.venv/bin/python bench/store.py [--quick] [--profile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import json
+import os
+import platform
+import pstats
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from webchat.stores.protocol import TurnQuery
+from webchat.stores.sqlite.turn_store import (
+    _DELETE_MEMBERSHIP_SQL,
+    _INSERT_BLOCK_SQL,
+    _INSERT_MEMBERSHIP_SQL,
+    _UPSERT_TURN_SQL,
+    save_snapshot_tx,
+)
+from webchat.stores.turns import open_turn_store
+from webchat.turns.model import Block, Turn
+
+FULL_SAVES = 20_000
+QUICK_SAVES = 2_000
+FULL_LIST_TURNS = 2_000
+QUICK_LIST_TURNS = 500
+FULL_LIST_RUNS = 30
+QUICK_LIST_RUNS = 10
+LIST_LIMIT = 200
+OTHER_CONVERSATIONS = 20
+OTHER_CONVERSATION_TURNS = 100
+
+TARGET_SAVE_RATIO = 0.70
+TARGET_LIST_RATIO = 2.0
+
+PHASES = ("pre_inference", "post_inference", "post_tools", "final")
+RUNTIMES = ("default", "planner", "gpt-4o-mini", "coder")
+
+WORDS = (
+    "the a of to and in is it that for on with as this be are was by from at or an not can you we they "
+    "your have will if what which there their when more about would should could into than then each "
+    "database index query migration runtime profile model provider token stream server client request "
+    "response latency timeout retry cache memory batch transaction schema column table row commit lock "
+    "python sqlite json yaml config deploy container kubernetes service endpoint function parameter "
+    "value error warning result output input file path directory user session conversation turn block "
+    "summary analysis report plan step first second next finally however because therefore example "
+    "performance benchmark measure compare improve reduce increase check verify test build release"
+).split()
+
+
+@dataclass
+class Save:
+    conv_id: str
+    session_id: str
+    turn: Turn
+    phase: str
+    created_at_ms: int
+    runtime_key: str
+    inference_id: str
+
+
+class TextMaker:
+    """Deterministic prose, ids and turn payloads."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def uid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def text(self, low: int, high: int) -> str:
+        rng = self.rng
+        n = rng.randint(low, high)
+        sentences: list[str] = []
+        while n > 0:
+            k = min(n, rng.randint(6, 18))
+            words = rng.choices(WORDS, k=k)
+            sentences.append(" ".join(words).capitalize() + rng.choice((".", ".", ".", "?", ":")))
+            n -= k
+        return " ".join(sentences)
+
+    def system(self) -> Block:
+        return Block(
+            kind="system",
+            role="system",
+            payload={"text": "You are a helpful assistant. " + self.text(40, 90)},
+            id=self.uid(),
+        )
+
+    def user(self) -> Block:
+        return Block(kind="user", role="user", payload={"text": self.text(10, 70)}, id=self.uid())
+
+    def answer(self, inference_id: str) -> Block:
+        return Block(
+            kind="llm_text",
+            role="assistant",
+            payload={"text": self.text(40, 260)},
+            metadata={"webchat.inference_id@v1": inference_id},
+            id=self.uid(),
+        )
+
+    def tool_call(self) -> Block:
+        call_id = f"call_{self.rng.getrandbits(64):016x}"
+        name = self.rng.choice(("web_search", "read_file", "run_sql", "calculator"))
+        return Block(
+            kind="tool_call",
+            role="assistant",
+            payload={"id": call_id, "name": name, "args": {"query": self.text(3, 12), "limit": 5}},
+            id=self.uid(),
+        )
+
+    def tool_use(self, call: Block) -> Block:
+        return Block(
+            kind="tool_use",
+            role="tool",
+            payload={"id": call.payload["id"], "result": self.text(60, 300)},
+            metadata={"duration_ms": self.rng.randint(20, 4000)},
+            id=self.uid(),
+        )
+
+    def metadata(self, session_id: str, runtime_key: str, inference_id: str) -> dict[str, Any]:
+        return {
+            "webchat.session_id@v1": session_id,
+            "webchat.inference_id@v1": inference_id,
+            "webchat.runtime@v1": {
+                "runtime_key": runtime_key,
+                "profile_slug": runtime_key,
+                "registry_slug": "default",
+                "profile_version": 1,
+                "runtime_fingerprint": "sha256:" + hashlib.sha256(runtime_key.encode()).hexdigest(),
+            },
+        }
+
+
+def conversation(
+    maker: TextMaker, turns: int, history_blocks: tuple[int, int], clock: list[int]
+) -> list[Save]:
+    """The four phase snapshots of each turn of one conversation, oldest first.
+
+    Each snapshot holds the system prompt, the last ``history_blocks`` blocks of earlier turns (bounded,
+    not the whole history), the prompt, then what the phase produced. ``clock`` is a shared ms counter.
+    """
+    rng = maker.rng
+    conv_id, session_id = maker.uid(), maker.uid()
+    system = maker.system()
+    history: list[Block] = []
+    runtime_key = rng.choice(RUNTIMES)
+    out: list[Save] = []
+    for _ in range(turns):
+        if rng.random() < 0.05:
+            runtime_key = rng.choice(RUNTIMES)
+        inference_id = maker.uid()
+        turn_id = maker.uid()
+        keep = rng.randint(*history_blocks)
+        base = [system, *(history[-keep:] if keep else []), maker.user()]
+        call = maker.tool_call()
+        result = maker.tool_use(call)
+        answer = maker.answer(inference_id)
+        produced = ([], [call], [call, result], [call, result, answer])
+        meta = maker.metadata(session_id, runtime_key, inference_id)
+        for phase, extra in zip(PHASES, produced, strict=True):
+            clock[0] += rng.randint(50, 3_000)
+            turn = Turn(id=turn_id, blocks=[*base, *extra], metadata=dict(meta), data={"attempt": 1})
+            out.append(Save(conv_id, session_id, turn, phase, clock[0], runtime_key, inference_id))
+        history.extend((base[-1], answer))
+    return out
+
+
+# -- raw sqlite3 ---------------------------------------------------------------------------------------
+
+_encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode
+
+
+def raw_connection(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A plain connection with the store's pragmas (WAL, synchronous=NORMAL, busy_timeout, foreign keys)."""
+    if readonly:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    else:
+        conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def raw_save(conn: sqlite3.Connection, s: Save) -> None:
+    """One snapshot the way ``save_snapshot_tx`` writes it, with the encoding and hashing done inline."""
+    turn = s.turn
+    blocks: list[tuple[Any, ...]] = []
+    members: list[tuple[Any, ...]] = []
+    for ordinal, block in enumerate(turn.blocks):
+        block_id = block.id or f"{turn.id}#{ordinal}"
+        payload = _encode(block.payload or {})
+        metadata = _encode(block.metadata or {})
+        material = f'{{"kind":{_encode(block.kind)},"role":{_encode(block.role)},"payload":{payload},"metadata":{metadata}}}'
+        digest = hashlib.sha256(material.encode("utf-8")).hexdigest()
+        blocks.append(
+            (
+                block_id,
+                digest,
+                "sha256-canonical-json-v1",
+                block.kind,
+                block.role,
+                payload,
+                metadata,
+                s.created_at_ms,
+            )
+        )
+        members.append(
+            (s.conv_id, s.session_id, turn.id, s.phase, s.created_at_ms, ordinal, block_id, digest)
+        )
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(
+        _UPSERT_TURN_SQL,
+        (
+            s.conv_id,
+            s.session_id,
+            turn.id,
+            s.created_at_ms,
+            _encode(turn.metadata),
+            _encode(turn.data),
+            s.runtime_key,
+            s.inference_id,
+            s.created_at_ms,
+        ),
+    )
+    conn.execute(_DELETE_MEMBERSHIP_SQL, (s.conv_id, s.session_id, turn.id, s.phase, s.created_at_ms))
+    conn.executemany(_INSERT_BLOCK_SQL, blocks)
+    conn.executemany(_INSERT_MEMBERSHIP_SQL, members)
+    conn.execute("COMMIT")
+
+
+def fresh_store_file(path: Path) -> None:
+    """Create the schema exactly as the store does, then close it."""
+    open_turn_store(path).close()
+
+
+def contents_digest(path: Path) -> str:
+    """A digest of every stored row, to check both contenders wrote the same data."""
+    conn = sqlite3.connect(str(path))
+    h = hashlib.sha256()
+    for sql in (
+        "SELECT * FROM turns ORDER BY conv_id, session_id, turn_id",
+        "SELECT * FROM blocks ORDER BY block_id, content_hash",
+        "SELECT * FROM turn_block_membership ORDER BY conv_id, session_id, turn_id, phase, "
+        "snapshot_created_at_ms, ordinal",
+    ):
+        for row in conn.execute(sql):
+            h.update(repr(row).encode())
+    conn.close()
+    return h.hexdigest()
+
+
+# -- saves ---------------------------------------------------------------------------------------------
+
+
+def bench_store_saves(path: Path, saves: list[Save], profile: cProfile.Profile | None) -> float:
+    store = open_turn_store(path)
+    try:
+        if profile:
+            profile.enable()
+        started = time.perf_counter()
+        for s in saves:
+            store.save_snapshot(
+                s.conv_id,
+                s.session_id,
+                s.turn,
+                s.phase,
+                s.created_at_ms,
+                runtime_key=s.runtime_key,
+                inference_id=s.inference_id,
+            )
+        elapsed = time.perf_counter() - started
+        if profile:
+            profile.disable()
+    finally:
+        store.close()
+    return elapsed
+
+
+def bench_raw_saves(path: Path, saves: list[Save]) -> float:
+    fresh_store_file(path)
+    conn = raw_connection(path)
+    try:
+        started = time.perf_counter()
+        for s in saves:
+            raw_save(conn, s)
+        return time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+# -- listing -------------------------------------------------------------------------------------------
+
+_PHASE_RANK = "CASE {col} " + " ".join(f"WHEN '{p}' THEN {i}" for i, p in enumerate(PHASES)) + " END"
+
+RAW_LIST_SQL = f"""
+WITH newest AS (
+    SELECT session_id, turn_id, phase, snapshot_created_at_ms AS created
+    FROM turn_block_membership
+    WHERE conv_id = :conv AND ordinal = 0
+    ORDER BY snapshot_created_at_ms DESC, {_PHASE_RANK.format(col="phase")} DESC, turn_id DESC, session_id DESC
+    LIMIT :limit
+)
+SELECT :conv, n.session_id, n.turn_id, n.phase, n.created,
+       t.runtime_key, t.inference_id, t.turn_metadata_json, t.turn_data_json,
+       m.ordinal, b.block_id, b.kind, b.role, b.payload_json, b.block_metadata_json
+FROM newest AS n
+JOIN turns AS t ON t.conv_id = :conv AND t.session_id = n.session_id AND t.turn_id = n.turn_id
+JOIN turn_block_membership AS m
+  ON m.conv_id = :conv AND m.session_id = n.session_id AND m.turn_id = n.turn_id
+ AND m.phase = n.phase AND m.snapshot_created_at_ms = n.created
+JOIN blocks AS b ON b.block_id = m.block_id AND b.content_hash = m.content_hash
+ORDER BY n.created DESC, {_PHASE_RANK.format(col="n.phase")} DESC, n.turn_id DESC, n.session_id DESC, m.ordinal
+"""
+
+
+def build_listing_store(path: Path, seed: int, turns: int) -> tuple[str, int]:
+    """One big conversation among smaller ones, written in one transaction with the store's statements."""
+    maker = TextMaker(seed + 7)
+    clock = [1_750_000_000_000]
+    big = conversation(maker, turns, (1, 1), clock)
+    others = [
+        conversation(maker, OTHER_CONVERSATION_TURNS, (1, 1), clock) for _ in range(OTHER_CONVERSATIONS)
+    ]
+    # Interleave in time: a busy server writes many conversations at once.
+    everything = sorted([*big, *(s for conv in others for s in conv)], key=lambda s: s.created_at_ms)
+    for i, s in enumerate(everything):
+        s.created_at_ms = 1_750_000_000_000 + i * 1_000
+    fresh_store_file(path)
+    conn = raw_connection(path)
+    conn.execute("BEGIN IMMEDIATE")
+    for s in everything:
+        save_snapshot_tx(
+            conn, s.conv_id, s.session_id, s.turn, s.phase, s.created_at_ms, s.runtime_key, s.inference_id
+        )
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA optimize")
+    conn.close()
+    return big[0].conv_id, len(everything)
+
+
+def median_ms(fn: Any, runs: int) -> float:
+    fn()  # warm-up: statement cache, page cache
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def bench_listing(
+    path: Path, conv_id: str, runs: int, profile: cProfile.Profile | None
+) -> tuple[float, float, int, int]:
+    store = open_turn_store(path)
+    conn = raw_connection(path, readonly=True)
+    query = TurnQuery(conv_id=conv_id, limit=LIST_LIMIT)
+    params = {"conv": conv_id, "limit": LIST_LIMIT}
+    try:
+        snapshots = store.list_snapshots(query)
+        rows = conn.execute(RAW_LIST_SQL, params).fetchall()
+        # Same rows, same order.
+        flat = [
+            (s.session_id, s.turn_id, s.phase, s.created_at_ms, b.id)
+            for s in snapshots
+            for b in s.turn.blocks
+        ]
+        assert flat == [(r[1], r[2], r[3], r[4], r[10]) for r in rows], "store and raw query disagree"
+        store_ms = median_ms(lambda: store.list_snapshots(query), runs)
+        raw_ms = median_ms(lambda: conn.execute(RAW_LIST_SQL, params).fetchall(), runs)
+        if profile:
+            profile.enable()
+            for _ in range(runs):
+                store.list_snapshots(query)
+            profile.disable()
+    finally:
+        conn.close()
+        store.close()
+    return store_ms, raw_ms, len(snapshots), len(rows)
+
+
+# -- main ----------------------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def print_profile(title: str, profile: cProfile.Profile) -> None:
+    print(f"\n--- cProfile: {title} (top 15 by internal time) ---")
+    pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(15)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test, < 20 s)")
+    parser.add_argument("--saves", type=int, help=f"snapshots to save (default {FULL_SAVES:,})")
+    parser.add_argument(
+        "--list-turns", type=int, help=f"turns in the listed conversation ({FULL_LIST_TURNS:,})"
+    )
+    parser.add_argument("--runs", type=int, help=f"listing runs for the median (default {FULL_LIST_RUNS})")
+    parser.add_argument("--seed", type=int, default=20240601)
+    parser.add_argument("--profile", action="store_true", help="also print cProfile of the store's side")
+    parser.add_argument("--workdir", help="where the store files go (default: a fresh temporary directory)")
+    args = parser.parse_args(argv)
+
+    n_saves = args.saves or (QUICK_SAVES if args.quick else FULL_SAVES)
+    list_turns = args.list_turns or (QUICK_LIST_TURNS if args.quick else FULL_LIST_TURNS)
+    runs = args.runs or (QUICK_LIST_RUNS if args.quick else FULL_LIST_RUNS)
+    own_workdir = not args.workdir
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="webchat-bench-store-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = {name: workdir / f"{name}.db" for name in ("saves_store", "saves_raw", "listing")}
+    for path in files.values():
+        if path.exists():
+            raise SystemExit(f"{path} exists: pick an empty --workdir")
+
+    print(f"# bench/store.py  {time.strftime('%Y-%m-%d %H:%M')}")
+    print(
+        f"# machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    save_profile = cProfile.Profile() if args.profile else None
+    list_profile = cProfile.Profile() if args.profile else None
+    try:
+        # Saves: whole turns, 4 phases each, several conversations interleaved like concurrent chats.
+        maker = TextMaker(args.seed)
+        clock = [1_750_000_000_000]
+        per_conv = max(1, n_saves // 4 // 10)
+        saves: list[Save] = []
+        while len(saves) < n_saves:
+            saves.extend(conversation(maker, per_conv, (2, 3), clock))
+        saves = sorted(saves[:n_saves], key=lambda s: s.created_at_ms)
+        blocks = [len(s.turn.blocks) for s in saves]
+        print(
+            f"\nsaves: {len(saves):,} snapshots, {min(blocks)}-{max(blocks)} blocks each "
+            f"(mean {statistics.mean(blocks):.1f}), {len({s.conv_id for s in saves})} conversations"
+        )
+        raw_s = bench_raw_saves(files["saves_raw"], saves)
+        store_s = bench_store_saves(files["saves_store"], saves, save_profile)
+        same = contents_digest(files["saves_raw"]) == contents_digest(files["saves_store"])
+        store_rate, raw_rate = len(saves) / store_s, len(saves) / raw_s
+        save_ratio = store_rate / raw_rate
+        print(f"  store  SQLiteTurnStore.save_snapshot   {store_rate:8.0f} saves/s  ({store_s:.2f} s)")
+        print(f"  raw    sqlite3, same statements        {raw_rate:8.0f} saves/s  ({raw_s:.2f} s)")
+        print(
+            f"  store / raw = {save_ratio:.0%}   target >= {TARGET_SAVE_RATIO:.0%}   (identical contents: {same})"
+        )
+
+        conv_id, total_snaps = build_listing_store(files["listing"], args.seed, list_turns)
+        store_ms, raw_ms, n_snaps, n_rows = bench_listing(files["listing"], conv_id, runs, list_profile)
+        list_ratio = store_ms / raw_ms
+        print(
+            f"\nlisting: conversation of {list_turns:,} turns x 4 phases (store holds {total_snaps:,} snapshots); "
+            f"limit {LIST_LIMIT} -> {n_snaps} snapshots, {n_rows} block rows; median of {runs} runs"
+        )
+        print(f"  store  list_snapshots                  {store_ms:8.2f} ms")
+        print(f"  raw    one SQL query, fetchall()       {raw_ms:8.2f} ms")
+        print(f"  store / raw = {list_ratio:.2f} x   target <= {TARGET_LIST_RATIO:.1f} x")
+
+        print()
+        print(
+            f"{verdict(save_ratio >= TARGET_SAVE_RATIO)}  store saves/s >= {TARGET_SAVE_RATIO:.0%} of raw sqlite3"
+        )
+        print(
+            f"{verdict(list_ratio <= TARGET_LIST_RATIO)}  list_snapshots <= {TARGET_LIST_RATIO:.1f} x raw query"
+        )
+        if save_profile and list_profile:
+            print_profile("store saves", save_profile)
+            print_profile("list_snapshots", list_profile)
+    finally:
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            for path in files.values():
+                for f in path.parent.glob(path.name + "*"):
+                    f.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
