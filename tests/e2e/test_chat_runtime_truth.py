@@ -186,3 +186,53 @@ def test_restart_recovery_keeps_history_pointer_and_seq(tmp_path: Any) -> None:
         ws.close()
     finally:
         srv.stop()
+
+
+def test_history_blocks_are_stored_once_and_pointer_carries_the_runtime(server: Server) -> None:
+    import sqlite3
+
+    conv = str(uuid.uuid4())
+    r = chat(server, {"prompt": "first", "conv_id": conv, "profile": "planner"})
+    assert r.status_code == 200
+    wait_turns_final(server.base_url, conv, 1)
+    # No profile in the request: the conversation keeps the runtime its pointer names.
+    for n, prompt in enumerate(["second", "third"], start=2):
+        resp = chat(server, {"prompt": prompt, "conv_id": conv})
+        assert resp.status_code == 200 and resp.json()["runtime_key"] == "planner"
+        wait_turns_final(server.base_url, conv, n)
+    conn = sqlite3.connect(server.data_dir / "turns.db")
+    try:
+        # Every block row is distinct content; later turns reference earlier blocks instead of copying.
+        blocks = conn.execute("SELECT COUNT(*) FROM blocks").fetchone()[0]
+        distinct = conn.execute("SELECT COUNT(DISTINCT content_hash) FROM blocks").fetchone()[0]
+        memberships = conn.execute(
+            "SELECT COUNT(*) FROM turn_block_membership WHERE conv_id = ?", (conv,)
+        ).fetchone()[0]
+    finally:
+        conn.close()
+    assert blocks == distinct
+    assert memberships > blocks
+
+
+def test_engine_failure_is_streamed_and_persisted(server: Server, tmp_path: Any) -> None:
+    conv = str(uuid.uuid4())
+    ws = FrameCollector(server.ws_url, conv)
+    try:
+        ws.wait_for(lambda evs: any(e["type"] == "ws.hello" for e in evs))
+        r = chat(server, {"prompt": "please [[fail]] now", "conv_id": conv, "profile": "fast"})
+        assert r.status_code == 200
+        ws.wait_for(lambda evs: any(e["type"] == "llm.error" for e in evs))
+        err = ws.events("llm.error")[0]
+        assert err["data"]["code"] and err["metadata"]["runtime_key"] == "fast"
+        turn = httpx.get(
+            f"{server.base_url}/api/debug/turn/{conv}/{r.json()['session_id']}/{r.json()['turn_id']}"
+        ).json()
+        meta = turn["items"][0]["parsed"]["metadata"]
+        assert meta["webchat.inference@v1"]["error"]["code"] == err["data"]["code"]
+        assert turn["runtime_key"] == "fast" and turn["inference_id"] == r.json()["inference_id"]
+        # The conversation stays usable.
+        again = chat(server, {"prompt": "hello again", "conv_id": conv, "profile": "fast"})
+        assert again.status_code == 200
+        wait_turns_final(server.base_url, conv, 1)
+    finally:
+        ws.close()

@@ -83,14 +83,6 @@ CONTRACT_INDEXES = {
     "turn_block_membership_by_block": ("turn_block_membership", [("block_id", 0), ("content_hash", 0)]),
 }
 
-BUG_INVALID_COUNT = (
-    "library bug: turns_sqlite._ResolverFunctions counts invalid metadata only inside webchat_runtime_key(), "
-    "which the row pass calls only when runtime_key = ''; a row with a filled runtime_key, an empty "
-    "inference_id and invalid metadata (current_go.db g04) is not counted by the real run (4) while "
-    "the dry run (plan.py) and §5 count it (5)"
-)
-
-
 # -- helpers -------------------------------------------------------------------------------------------
 
 
@@ -204,16 +196,10 @@ def test_report_counts(name: str, migrated: dict[str, Any]) -> None:
         assert got == want, field
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        n
-        if n != "current_go.db"
-        else pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=BUG_INVALID_COUNT))
-        for n in FIXTURES
-    ],
-)
+@pytest.mark.parametrize("name", FIXTURES)
 def test_invalid_metadata_is_counted(name: str, migrated: dict[str, Any]) -> None:
+    """Rows looked at for a missing value whose metadata is not a JSON object are counted (§5), e.g.
+    current_go.db g04: runtime_key filled, inference_id empty, invalid metadata."""
     _, dry, real = migrated[name]
     assert dry.invalid_metadata == fx.EXPECTED_REPORT[name]["invalid_metadata"]
     assert real.invalid_metadata == fx.EXPECTED_REPORT[name]["invalid_metadata"]
@@ -484,13 +470,8 @@ def test_missing_file_is_a_store_error(tmp_path: Path) -> None:
         assert run_check(conn).schema_ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: turns_sqlite._row_pass copies a NULL legacy created_at_ms into turn_created_at_ms "
-    "(NOT NULL) and the whole migration fails with StoreError 'NOT NULL constraint failed'; §4 says an "
-    "unknown time stays 0",
-)
 def test_null_legacy_created_at_stays_zero(tmp_path: Path) -> None:
+    """A NULL legacy created_at_ms is an unknown time: it becomes 0 and does not stop the migration."""
     path = tmp_path / "turns.db"
     with closing(sqlite3.connect(path)) as conn:
         conn.execute(
@@ -509,14 +490,8 @@ def test_null_legacy_created_at_stays_zero(tmp_path: Path) -> None:
         assert rows.fetchall() == [("t1", 0, 0, "planner"), ("t2", 5, 5, "")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: backfill.resolve_metadata_json lets RecursionError from json.loads escape for "
-    "valid but deeply nested JSON (e.g. 5000 nested objects); the row pass then fails the whole migration "
-    "('user-defined function raised exception') and the dry run raises a bare RecursionError; §5 says such "
-    "metadata is unresolved",
-)
 def test_deeply_nested_metadata_does_not_stop_the_migration(tmp_path: Path) -> None:
+    """Valid JSON nested past the parser's recursion limit is unresolved (§5), in both runs."""
     path = tmp_path / "turns.db"
     rows = [
         ("c", "s", "deep", '{"a":' * 5000 + "1" + "}" * 5000, 1, 1),

@@ -42,7 +42,7 @@ class PendingTurn:
     prompt_event_id: str
     accepted_at_ms: int = field(default_factory=now_ms)
     inference_id: str = ""
-    started: asyncio.Event = field(default_factory=asyncio.Event)
+    queued: bool = False
 
 
 @dataclass
@@ -88,7 +88,7 @@ def _inference_metadata(
 async def run_turn(
     pending: PendingTurn,
     history: list[Block],
-    engine: Engine,
+    engine_factory: Callable[[ResolvedRuntime], Engine],
     store: TurnStore,
     publish: Publish,
     *,
@@ -100,11 +100,23 @@ async def run_turn(
     clock = _Clock()
     blocks: list[Block] = []
     if runtime.system_prompt:
-        blocks.append(Block(kind="system", role="system", payload={"text": runtime.system_prompt}))
+        # One id per runtime: the same system prompt is stored once however many turns use it.
+        blocks.append(
+            Block(
+                kind="system",
+                role="system",
+                payload={"text": runtime.system_prompt},
+                id=f"system:{runtime.registry_slug}/{runtime.runtime_key}",
+            )
+        )
+    # History blocks keep their ids, so repeated history costs a membership row, not a copy.
     blocks.extend(
-        Block(kind=b.kind, role=b.role, payload=dict(b.payload), metadata=dict(b.metadata)) for b in history
+        Block(kind=b.kind, role=b.role, payload=dict(b.payload), metadata=dict(b.metadata), id=b.id)
+        for b in history
     )
-    blocks.append(Block(kind="user", role="user", payload={"text": pending.prompt}))
+    blocks.append(
+        Block(kind="user", role="user", payload={"text": pending.prompt}, id=f"{pending.turn_id}#user")
+    )
     turn = Turn(
         id=pending.turn_id,
         blocks=blocks,
@@ -133,6 +145,11 @@ async def run_turn(
     ttft: float | None = None
     reply: ModelReply | None = None
     cumulative = ""
+
+    def add(block: Block) -> None:
+        block.id = block.id or f"{pending.turn_id}#{len(turn.blocks)}"
+        turn.blocks.append(block)
+
     await save("pre_inference")
     await publish(
         "llm.start",
@@ -141,6 +158,7 @@ async def run_turn(
         dict(meta, model=runtime.model or runtime.engine),
     )
     try:
+        engine = engine_factory(runtime)
         for iteration in range(max(1, max_tool_iterations) + 1):
             segment_id = message_id if iteration == 0 else f"{message_id}:{iteration}"
             if iteration:
@@ -163,9 +181,9 @@ async def run_turn(
 
             reply = await engine.complete(turn.copy(), runtime, on_delta)
             if reply.text:
-                turn.blocks.append(Block(kind="llm_text", role="assistant", payload={"text": reply.text}))
+                add(Block(kind="llm_text", role="assistant", payload={"text": reply.text}))
             for call in reply.tool_calls:
-                turn.blocks.append(
+                add(
                     Block(
                         kind="tool_call",
                         role="assistant",
@@ -181,7 +199,7 @@ async def run_turn(
             if iteration >= max_tool_iterations:
                 raise EngineError("tool loop exceeded max iterations", code="max_tool_iterations")
             for call in reply.tool_calls:
-                turn.blocks.append(await _run_tool(call, runtime, publish, meta))
+                add(await _run_tool(call, runtime, publish, meta))
             await save("post_tools")
         await save("final")
         return TurnOutcome(turn=turn, ok=True)
@@ -193,9 +211,10 @@ async def run_turn(
             if cancelled
             else str(exc) or exc.__class__.__name__
         )
-        partial = getattr(exc, "partial_text", "") or ""
+        # What was streamed before the failure is kept, marked partial.
+        partial = getattr(exc, "partial_text", "") or cumulative
         if partial:
-            turn.blocks.append(
+            add(
                 Block(
                     kind="llm_text", role="assistant", payload={"text": partial}, metadata={"partial": True}
                 )

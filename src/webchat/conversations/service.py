@@ -107,6 +107,14 @@ class ConversationService:
             self._live[conv_id] = conv
             return conv
 
+    async def pointer(self, conv_id: str) -> str:
+        """The conversation's pointer: the runtime key its latest request resolved ('' when none)."""
+        conv = self._live.get(conv_id)
+        if conv is not None:
+            return conv.pointer
+        record = await asyncio.to_thread(self.timeline.get_conversation, conv_id)
+        return record.runtime_key if record else ""
+
     # -- chat ---------------------------------------------------------------------------------------
 
     async def submit(
@@ -170,6 +178,7 @@ class ConversationService:
             prompt_event_id=f"{turn_id}:user",
         )
         start_now = not conv.busy
+        pending.queued = not start_now
         if start_now:
             pending.inference_id = str(uuid.uuid4())
         conv.queue.append(pending)
@@ -210,11 +219,23 @@ class ConversationService:
             conv.running = pending
             conv.last_activity_ms = now_ms()
             try:
-                engine = build_engine(pending.runtime)
+                if pending.queued:
+                    # The prompt's timeline entity stops saying "queued" once its turn starts.
+                    await conv.hub.publish(
+                        "chat.message",
+                        pending.prompt_event_id,
+                        {
+                            "id": pending.prompt_event_id,
+                            "content": pending.prompt,
+                            "turn_id": pending.turn_id,
+                            "queued": False,
+                        },
+                        {"runtime_key": pending.runtime.runtime_key, "turn_id": pending.turn_id},
+                    )
                 outcome = await run_turn(
                     pending,
                     conv.history,
-                    engine,
+                    build_engine,
                     self.turns,
                     conv.hub.publish,
                     max_tool_iterations=int(

@@ -27,24 +27,6 @@ TOOL_RESULT: Final = "tool.result"
 TOOL_DONE: Final = "tool.done"
 TIMELINE_UPSERT: Final = "timeline.upsert"
 
-EVENT_TYPES: Final = frozenset(
-    {
-        WS_HELLO,
-        WS_PONG,
-        CHAT_MESSAGE,
-        CHAT_QUEUED,
-        CHAT_TURN_DONE,
-        LLM_START,
-        LLM_DELTA,
-        LLM_FINAL,
-        LLM_ERROR,
-        TOOL_START,
-        TOOL_RESULT,
-        TOOL_DONE,
-        TIMELINE_UPSERT,
-    }
-)
-
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000

@@ -160,10 +160,8 @@ class ConversationHub:
         """
         if self._closed:
             raise RuntimeError(f"hub of conversation {self.conv_id} is closed")
-        task = asyncio.ensure_future(
-            self._publish(type, id, dict(data), None if metadata is None else dict(metadata))
-        )
-        return await asyncio.shield(task)
+        meta = None if metadata is None else dict(metadata)
+        return await asyncio.shield(self._publish(type, id, dict(data), meta))
 
     async def _publish(
         self, type: str, id: str, data: dict[str, Any], metadata: dict[str, Any] | None

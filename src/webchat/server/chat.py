@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from typing import Annotated, Any
@@ -10,7 +11,15 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from webchat.runtimes.resolve import RuntimeResolutionError, resolve_selection, select_profile
+from webchat.runtimes.resolve import (
+    InvalidSlug,
+    RuntimeResolutionError,
+    UnknownProfile,
+    UnknownRegistry,
+    resolve_runtime,
+    resolve_selection,
+    select_profile,
+)
 from webchat.server.deps import Services, services
 from webchat.server.errors import ApiError
 from webchat.server.ids import check_id
@@ -112,8 +121,16 @@ async def _chat(
         cookie=request.cookies.get(COOKIE_NAME),
         registry=body.registry or request.query_params.get("registry"),
     )
+    runtime = None
+    if selection.source == "default" and conv_id is not None:
+        # Nothing selected: the conversation keeps the runtime its pointer names (if it still exists).
+        pointer = await svc.conversations.pointer(conv_id)
+        if pointer:
+            with contextlib.suppress(UnknownProfile, UnknownRegistry, InvalidSlug):
+                runtime = resolve_runtime(svc.registries, profile=pointer, overrides=body.request_overrides)
     try:
-        runtime = resolve_selection(svc.registries, selection, body.request_overrides)
+        if runtime is None:
+            runtime = resolve_selection(svc.registries, selection, body.request_overrides)
     except RuntimeResolutionError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from exc
     key = body.idempotency_key or header_key or str(uuid.uuid4())

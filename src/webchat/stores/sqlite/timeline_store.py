@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from webchat.events.envelope import encode, now_ms
 from webchat.stores.protocol import SchemaTooNewError, StoreError
 from webchat.stores.sqlite.connection import Readers, Writer
 from webchat.stores.sqlite.turn_schema import (
@@ -157,6 +157,15 @@ ON CONFLICT (conv_id) DO UPDATE SET
 _LEGACY_ENVELOPE_KEYS: Final = frozenset(
     {"id", "kind", "createdAtMs", "updatedAtMs", "version", "meta", "typed"}
 )
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def encode_props(props: dict[str, Any]) -> str:
+    """``entity_json``: compact JSON; values JSON cannot represent are stored as their text."""
+    return json.dumps(props, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def check_version(conn: sqlite3.Connection, path: Path) -> int:
@@ -341,7 +350,8 @@ class SQLiteTimelineStore:
             _require_id("entity id", e.id)
             _require_id("entity kind", e.kind)
         rows = [
-            (conv_id, e.id, e.kind, e.created_at_ms, e.updated_at_ms, seq, encode(e.props)) for e in entities
+            (conv_id, e.id, e.kind, e.created_at_ms, e.updated_at_ms, seq, encode_props(e.props))
+            for e in entities
         ]
         at = max((e.updated_at_ms for e in entities), default=0) or now_ms()
 
