@@ -27,7 +27,9 @@ from webchat.stores.migrations.turns_sqlite import (
     migrate_turns_db,
 )
 from webchat.stores.protocol import StoreError
-from webchat.stores.sqlite.connection import connect
+from webchat.stores.sqlite.connection import connect, run_in_transaction
+from webchat.stores.sqlite.timeline_store import check_version as timeline_check_version
+from webchat.stores.sqlite.timeline_store import upgrade_schema
 
 db_app = typer.Typer(help="Upgrade and validate turn stores (turns.db).", no_args_is_help=True)
 
@@ -101,8 +103,11 @@ def migrate_cmd(
                 timeline_db=timeline,
                 progress=on_progress,
             )
+        timeline_changes = _upgrade_timeline(timeline, dry_run) if timeline is not None else []
     except StoreError as exc:
         raise fail(str(exc)) from exc
+    if report.timeline is not None:
+        report.timeline["schema_changes"] = timeline_changes
     if output is OutputFormat.table:
         _print_report(report)
     else:
@@ -113,6 +118,25 @@ def migrate_cmd(
             )
         else:
             emit_document(doc, output)
+
+
+def _upgrade_timeline(path: Path, dry_run: bool) -> list[str]:
+    """Additive upgrade of timeline.db (its conversation index is still only reported, never copied)."""
+    if not path.exists():
+        return []
+    if dry_run:
+        conn = connect(path, readonly=True)
+        try:
+            timeline_check_version(conn, path)
+            return upgrade_schema(conn, dry_run=True)
+        finally:
+            conn.close()
+    conn = connect(path)
+    try:
+        timeline_check_version(conn, path)
+        return run_in_transaction(conn, upgrade_schema)
+    finally:
+        conn.close()
 
 
 @contextmanager
@@ -180,6 +204,8 @@ def _print_report(r: MigrationReport) -> None:
                 f"{r.timeline['conversations']} conversations, {r.timeline['with_pointer']} with a runtime "
                 "pointer (reported only, never copied into turns)",
             )
+            changes = r.timeline.get("schema_changes") or []
+            line(f"timeline.db {verb} changes:".replace("  ", " "), ", ".join(changes) or "none")
     for row in r.unparseable:
         stdout.print(
             f"  [yellow]unparseable[/yellow] {row.table} rowid={row.rowid} conv={row.conv_id} "

@@ -36,11 +36,12 @@ def _root(
 def _register() -> None:
     # Each command module adds its commands; importing here keeps start-up of one command cheap enough
     # and the modules independent of each other.
-    from webchat.cli import db, help, profiles, serve, turns
+    from webchat.cli import db, help, profiles, serve, timeline, turns
 
     serve.register(app)
     db.register(app)
     turns.register(app)
+    timeline.register(app)
     profiles.register(app)
     help.register(app)
 
