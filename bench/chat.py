@@ -192,6 +192,7 @@ class Turn:
     first_delta_ms: float = float("nan")
     message_ms: float = float("nan")  # chat.message (the prompt echoed by the server) received
     start_ms: float = float("nan")  # llm.start received
+    frames: int = 0  # frames received for this turn up to llm.final
     post_ms: float = float("nan")
     status: int = 0
     turn_id: str = ""
@@ -225,6 +226,7 @@ async def chat_turn(http: httpx.AsyncClient, ws: ClientConnection, conv_id: str,
         async with asyncio.timeout(TURN_TIMEOUT_S):
             while True:
                 event = json.loads(await ws.recv()).get("event", {})
+                turn.frames += 1
                 kind = event.get("type")
                 meta = event.get("metadata") or {}
                 if kind == "chat.message" and turn.message_ms != turn.message_ms:
@@ -328,6 +330,8 @@ def report_first_token(turns: list[Turn], ws_rtt: list[float], post_rtt: list[fl
         f"    first-delta minus (POST+WS baseline): p50 {pct(lat, 50) - base50:7.2f} ms  "
         f"p99 {pct(lat, 99) - base99:7.2f} ms  (percentile-wise difference, an estimate of server overhead)"
     )
+    frames = sum(t.frames for t in ok) / max(1, len(ok))
+    print(f"    frames per turn (each persisted by the server before it is sent): {frames:.1f}")
     print(
         f"    errors: {len(turns) - len(ok)}"
         + (f" (first: {turns[0].error})" if len(ok) < len(turns) else "")
@@ -516,6 +520,10 @@ async def memory(srv: Proc, convs: int, started: float, max_wait_s: float) -> No
 # -- main -------------------------------------------------------------------------------------------------
 
 
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer turns and conversations")
@@ -523,7 +531,10 @@ def main() -> None:
     n_first = 50 if args.quick else 300
     conc, conc_turns = (20, 3) if args.quick else (200, 5)
     idle_convs = 1000
-    print(f"bench/chat.py  python {platform.python_version()}  {os.cpu_count()} CPUs  quick={args.quick}")
+    print(
+        f"bench/chat.py  python {platform.python_version()}  {os.cpu_count()} CPUs  "
+        f"quick={args.quick}  {load()}"
+    )
     with tempfile.TemporaryDirectory(prefix="webchat-bench-chat-") as tmp_name:
         tmp = Path(tmp_name)
         with echo_server(tmp) as echo:
@@ -531,12 +542,15 @@ def main() -> None:
         with webchat_server(tmp, "first-token") as srv:
             turns = asyncio.run(first_token(srv, n_first, 5))
         report_first_token(turns, ws_rtt, post_rtt)
+        print(f"    machine {load()}")
         print()
         with webchat_server(tmp, "concurrency") as srv:
             asyncio.run(concurrency(srv, conc, conc_turns))
+        print(f"    machine {load()}")
         print()
         with webchat_server(tmp, "memory", {"WEBCHAT_IDLE_EVICT_S": str(IDLE_EVICT_S)}) as srv:
             asyncio.run(memory(srv, idle_convs, time.monotonic(), 100.0))
+        print(f"    machine {load()}")
 
 
 if __name__ == "__main__":

@@ -16,17 +16,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import Failure, FailureGroup
+from schemathesis.core.result import Ok
 from schemathesis.generation.modes import GenerationMode
 
 from tests.e2e.conftest import Server, start_server
 
 MAX_EXAMPLES = 25
+SQLITE_INT_MAX = 2**63 - 1
+# Paths whose integer query parameters once overflowed SQLite (fixed: le=2**63-1); kept as a regression
+# test below, no longer exempt from the fuzz verdict.
+KNOWN_OVERFLOW: dict[tuple[str, str], str] = {}
 TIME_BUDGET_S = 90.0
 FUZZ_SETTINGS = settings(
     max_examples=MAX_EXAMPLES,
@@ -47,6 +53,16 @@ def fuzz_server(tmp_path: Path) -> Iterator[Server]:
         srv.stop()
 
 
+def _known_overflow(case: schemathesis.Case) -> bool:
+    param = KNOWN_OVERFLOW.get((case.operation.method.upper(), case.operation.path))
+    if param is None or not isinstance(case.query, dict):
+        return False
+    try:
+        return int(str(case.query.get(param))) > SQLITE_INT_MAX
+    except ValueError:
+        return False
+
+
 def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, base_url: str) -> list[str]:
     """Run one operation in one generation mode; the 5xx responses found (at most 3), as curl commands."""
     label = f"{operation.method.upper()} {operation.path} ({mode.value})"
@@ -56,9 +72,11 @@ def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, base_url: 
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: schemathesis.Case) -> None:
         response = case.call(base_url=base_url, timeout=10)
+        if response.status_code >= 500 and _known_overflow(case):
+            return
         try:
             case.validate_response(response, checks=[not_a_server_error])
-        except (Failure, FailureGroup) as exc:  # recorded, and the search goes on
+        except (Failure, FailureGroup):  # recorded, and the search goes on
             if len(found) < 3:
                 found.append(f"{label}: {response.status_code}\n    {case.as_curl_command()}")
 
@@ -76,10 +94,12 @@ def test_no_server_errors(fuzz_server: Server) -> None:
     failures: list[str] = []
     tested: list[str] = []
     for result in schema.get_all_operations():
+        assert isinstance(result, Ok), f"invalid operation in /openapi.json: {result}"
         operation = result.ok()
         tested.append(f"{operation.method.upper()} {operation.path}")
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             failures.extend(_fuzz(operation, mode, fuzz_server.base_url))
+    print(f"fuzzed {len(tested)} operations, {len(failures)} failures in {time.monotonic() - started:.1f}s")
     assert len(tested) >= 10, f"too few operations in /openapi.json: {tested}"
     if failures:
         log_tail = fuzz_server.log()[-6000:]
@@ -89,3 +109,17 @@ def test_no_server_errors(fuzz_server: Server) -> None:
         )
     elapsed = time.monotonic() - started
     assert elapsed < TIME_BUDGET_S, f"fuzzing {len(tested)} operations took {elapsed:.0f}s"
+
+
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [
+        ("/api/timeline", "since_version"),
+        ("/api/debug/timeline", "since_version"),
+        ("/api/debug/turns", "since_ms"),
+    ],
+)
+def test_known_overflow_is_not_a_server_error(fuzz_server: Server, path: str, param: str) -> None:
+    params = {"conv_id": "c1", param: str(2**64)}
+    status = httpx.get(fuzz_server.base_url + path, params=params, timeout=10).status_code
+    assert status == 400, f"GET {path}?{param}=2**64 -> {status}"

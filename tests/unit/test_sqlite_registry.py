@@ -136,7 +136,7 @@ def test_unknown_registry_is_read_only(store: SQLiteProfileStore) -> None:
 def test_invalid_stored_row_fails_loading(store: SQLiteProfileStore) -> None:
     store.create("local", "mine", DOC)
     conn = sqlite3.connect(store.path)
-    conn.execute("UPDATE profiles SET document_json = '{\"runtime\": {\"engine\": \"zzz\"}}'")
+    conn.execute('UPDATE profiles SET document_json = \'{"runtime": {"engine": "zzz"}}\'')
     conn.commit()
     conn.close()
     with pytest.raises(ProfileError, match="stored profile 'mine' is invalid"):
@@ -188,9 +188,7 @@ def test_sqlite_registry_sits_between_builtin_and_files(tmp_path: Path) -> None:
 
 
 def test_yaml_registry_with_the_same_slug_hides_sqlite(tmp_path: Path) -> None:
-    regs = load_registries(
-        [_yaml(tmp_path, "l.yaml", "local", "  x:\n    runtime: {engine: offline}\n")]
-    )
+    regs = load_registries([_yaml(tmp_path, "l.yaml", "local", "  x:\n    runtime: {engine: offline}\n")])
     writer = open_profile_store(tmp_path / "profiles.db", regs)
     try:
         assert regs.get("local") is not None and regs.get("local").read_only  # type: ignore[union-attr]
@@ -284,7 +282,10 @@ def test_route_errors(client: TestClient) -> None:
     secret = {"slug": "s", "runtime": {"engine": "offline", "options": {"api_key": "sk-1"}}}
     r = client.post("/api/chat/profiles", json=secret)
     assert err(r) == (400, "invalid_profile") and "sk-1" not in r.text
-    assert err(client.post("/api/chat/profiles", json={"slug": "Bad Slug!", **DOC})) == (400, "invalid_profile")
+    assert err(client.post("/api/chat/profiles", json={"slug": "Bad Slug!", **DOC})) == (
+        400,
+        "invalid_profile",
+    )
     assert err(client.post("/api/chat/profiles", json={"slug": "x"})) == (400, "invalid_request")
     assert err(client.post("/api/chat/profiles", json={"slug": "x", "registry": "builtin", **DOC})) == (
         409,
@@ -303,7 +304,10 @@ def test_route_errors(client: TestClient) -> None:
         "read_only_registry",
     )
     assert err(client.delete("/api/chat/profiles/fast")) == (400, "invalid_request")
-    assert err(client.patch("/api/chat/profiles/ghost", json={"expected_version": 1})) == (404, "unknown_profile")
+    assert err(client.patch("/api/chat/profiles/ghost", json={"expected_version": 1})) == (
+        404,
+        "unknown_profile",
+    )
     assert client.get("/api/chat/profiles", params={"registry": "local"}).json() == []
     # An empty writable registry has no default profile: a clean 404, never a 500.
     r = client.post("/api/chat/profile", json={"profile": " ", "registry": "local"})
@@ -317,5 +321,6 @@ def test_route_errors(client: TestClient) -> None:
 def test_routes_without_a_store_are_read_only(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path / "data", debug_api=False))  # type: ignore[call-arg]
     with TestClient(app) as c:
+        app.state.profile_store = None  # as if app.py had not opened one
         r = c.post("/api/chat/profiles", json={"slug": "x", **DOC})
         assert (r.status_code, r.json()["code"]) == (409, "read_only_registry")

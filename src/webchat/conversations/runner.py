@@ -7,6 +7,7 @@ the runner never looks at the conversation pointer, so a switch while a turn run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -128,8 +129,9 @@ async def run_turn(
     )
     meta = {"runtime_key": runtime.runtime_key, "inference_id": inference_id, "turn_id": pending.turn_id}
 
-    async def save(phase: str) -> None:
-        await asyncio.to_thread(
+    def save(phase: str) -> Awaitable[None]:
+        # The turn is copied and timestamped now, at the call, not when the write runs.
+        return asyncio.to_thread(
             store.save_snapshot,
             pending.conv_id,
             pending.session_id,
@@ -150,7 +152,14 @@ async def run_turn(
         block.id = block.id or f"{pending.turn_id}#{len(turn.blocks)}"
         turn.blocks.append(block)
 
-    await save("pre_inference")
+    # The pre_inference snapshot is written while the engine starts streaming (first-token latency);
+    # it is always complete before any later snapshot of the turn is written.
+    pre_saved = asyncio.ensure_future(save("pre_inference"))
+
+    async def save_after_pre(phase: str) -> None:
+        await asyncio.shield(pre_saved)
+        await save(phase)
+
     await publish(
         "llm.start",
         message_id,
@@ -191,7 +200,7 @@ async def run_turn(
                     )
                 )
             turn.metadata[keys.INFERENCE] = _inference_metadata(runtime, reply, started, ttft)
-            await save("post_inference")
+            await save_after_pre("post_inference")
             final_meta = dict(meta, model=reply.response_model, usage=turn.metadata[keys.INFERENCE]["usage"])
             await publish("llm.final", segment_id, {"id": segment_id, "text": reply.text}, final_meta)
             if not reply.tool_calls:
@@ -200,8 +209,8 @@ async def run_turn(
                 raise EngineError("tool loop exceeded max iterations", code="max_tool_iterations")
             for call in reply.tool_calls:
                 add(await _run_tool(call, runtime, publish, meta))
-            await save("post_tools")
-        await save("final")
+            await save_after_pre("post_tools")
+        await save_after_pre("final")
         return TurnOutcome(turn=turn, ok=True)
     except (EngineError, asyncio.CancelledError, Exception) as exc:
         cancelled = isinstance(exc, asyncio.CancelledError)
@@ -224,6 +233,8 @@ async def run_turn(
         turn.metadata[keys.INFERENCE] = inference
         turn.metadata[keys.ERROR] = {"code": code, "message": message}
         try:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pre_saved)
             await asyncio.shield(save("post_inference"))
             await asyncio.shield(
                 publish("llm.error", message_id, {"id": message_id, "error": message, "code": code}, meta)

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from webchat import __version__
 from webchat.conversations.service import ConversationService
 from webchat.runtimes.profiles import load_registries
+from webchat.runtimes.sqlite_registry import PROFILES_DB_NAME, open_profile_store
 from webchat.server import chat, debug, help, profiles, timeline, ws
 from webchat.server.deps import Services
 from webchat.server.errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
@@ -36,6 +37,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # The writable registry (profiles.db) loads after the built-in one and before --profiles files.
+        profile_store = await asyncio.to_thread(
+            open_profile_store, settings.data_dir / PROFILES_DB_NAME, registries
+        )
+        app.state.profile_store = profile_store
         turns = await asyncio.to_thread(open_turn_store, settings.turns_path)
         timeline_store = await asyncio.to_thread(SQLiteTimelineStore, settings.timeline_path)
         conversations = ConversationService(turns, timeline_store, idle_evict_s=settings.idle_evict_s)
@@ -52,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await conversations.shutdown(settings.shutdown_grace_s)
             await asyncio.to_thread(turns.close)
             await asyncio.to_thread(timeline_store.close)
+            await asyncio.to_thread(profile_store.close)
 
     app = FastAPI(
         title="web-chat",

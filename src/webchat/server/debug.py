@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from webchat.conversations.service import Conversation
 from webchat.server.deps import Services, services
 from webchat.server.errors import ApiError
-from webchat.server.ids import check_id
+from webchat.server.ids import MAX_SQLITE_INT, check_id
 from webchat.server.timeline import timeline_document
 from webchat.stores.protocol import Snapshot, TurnQuery
 from webchat.stores.timeline import ConversationRecord
@@ -137,7 +137,7 @@ async def turns(
     phase: str = "",
     runtime_key: str = "",
     inference_id: str = "",
-    since_ms: Annotated[int, Query(ge=0)] = 0,
+    since_ms: Annotated[int, Query(ge=0, le=MAX_SQLITE_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     if not conv_id and not session_id:
@@ -197,7 +197,7 @@ async def turn(conv_id: str, session_id: str, turn_id: str, svc: Svc) -> dict[st
 async def events(
     conv_id: str,
     svc: Svc,
-    since_seq: Annotated[int, Query(ge=0)] = 0,
+    since_seq: Annotated[int, Query(ge=0, le=MAX_SQLITE_INT)] = 0,
     type: str = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
@@ -216,7 +216,7 @@ async def events(
 async def debug_timeline(
     svc: Svc,
     conv_id: Annotated[str, Query(min_length=1, max_length=200)],
-    since_version: Annotated[int, Query(ge=0)] = 0,
+    since_version: Annotated[int, Query(ge=0, le=MAX_SQLITE_INT)] = 0,
 ) -> dict[str, Any]:
     return await timeline_document(svc, conv_id, since_version, None)
 

@@ -7,6 +7,8 @@ import re
 from webchat.server.errors import ApiError
 
 MAX_ID_LENGTH = 200
+# Integers bound for SQLite columns must fit a signed 64-bit integer.
+MAX_SQLITE_INT = 2**63 - 1
 # Printable, no slashes or backslashes, no control characters; ids are opaque otherwise.
 _ID_RE = re.compile(r"^[^\x00-\x1f\x7f/\\]{1,200}$")
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from webchat.server.deps import Services, services
-from webchat.server.ids import check_id
+from webchat.server.ids import MAX_SQLITE_INT, check_id
 
 router = APIRouter(tags=["timeline"])
 
@@ -41,7 +41,7 @@ async def timeline_document(
 async def get_timeline(
     svc: Annotated[Services, Depends(services)],
     conv_id: Annotated[str, Query(min_length=1, max_length=200)],
-    since_version: Annotated[int, Query(ge=0)] = 0,
+    since_version: Annotated[int, Query(ge=0, le=MAX_SQLITE_INT)] = 0,
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
 ) -> dict[str, Any]:
     return await timeline_document(svc, conv_id, since_version, limit)

@@ -486,6 +486,13 @@ def migrate_turns_db(
         return report
     try:
         with FileLock(str(lock_path(path)), timeout=lock_timeout_s):
+            if path.exists() and path.stat().st_size:
+                # Refuse a newer schema before touching the file at all (connect() switches it to WAL).
+                probe = connect(path, readonly=True)
+                try:
+                    check_version(probe, path)
+                finally:
+                    probe.close()
             conn = connect(path)
             try:
                 _migrate_locked(conn, report, batch_size, progress, summarize)
