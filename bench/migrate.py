@@ -1,7 +1,7 @@
 """Benchmark: upgrading a large pre-cutover ``turns.db`` in place (runtime-truth.md §4-5).
 
 Builds a deterministic pre-cutover store (default 1,000,000 turns in ~1,000 conversations, metadata as a
-Go-written store has it), copies it once per contender and measures:
+Go-written store has it), gives every contender run its own byte-identical copy and measures:
 
 (a) web-chat's ``migrate_turns_db`` (default batch size), in a child process (wall time and peak RSS);
 (b) a set-based SQL pass: one transaction with ALTER TABLE, one ``json_extract`` UPDATE approximating the
@@ -9,7 +9,8 @@ Go-written store has it), copies it once per contender and measures:
 (c) a row-by-row port of the reference algorithm: resolver in Python, one autocommitted UPDATE per row
     (all rows by default; ``--row-by-row-sample N`` times N rows and extrapolates linearly);
 
-and, on a fourth copy, how long a "live server" that saves a turn every ~20 ms waits for the write lock
+(a) and (b) run alternately ``--repeat`` times (default 2) and the best run of each is compared; then, on
+another copy, how long a "live server" that saves a turn every ~20 ms waits for the write lock
 while (a) runs in a child process.
 
 Targets (reported, never asserted): (a) <= 2.0 x (b); (a) >= 5 x faster than (c); peak RSS of (a) < 200 MB;
@@ -44,6 +45,7 @@ FULL_ROWS = 1_000_000
 FULL_CONVERSATIONS = 1_000
 QUICK_ROWS = 50_000
 QUICK_CONVERSATIONS = 100
+FULL_REPEAT = 2
 
 TARGET_VS_SET_BASED = 2.0
 TARGET_VS_ROW_BY_ROW = 5.0
@@ -286,6 +288,7 @@ def generate(path: Path, rows: int, conversations: int, seed: int) -> dict[str, 
 
 
 def copy_store(src: Path, dst: Path) -> None:
+    """A byte-identical copy (the source is closed and checkpointed: no -wal file to carry along)."""
     shutil.copyfile(src, dst)
 
 
@@ -594,6 +597,15 @@ def agreement(a: Path, b: Path) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
+def remove_store(path: Path) -> None:
+    for f in path.parent.glob(path.name + "*"):
+        f.unlink()
+
+
+def seconds(runs: list[float]) -> str:
+    return ", ".join(f"{r:.2f}" for r in runs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -602,13 +614,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, help=f"turns to generate (default {FULL_ROWS:,})")
     parser.add_argument("--conversations", type=int, help=f"conversations (default {FULL_CONVERSATIONS:,})")
     parser.add_argument(
+        "--repeat",
+        type=int,
+        help=f"runs of (a) and (b), alternating, best kept (default {FULL_REPEAT}; quick 1)",
+    )
+    parser.add_argument(
         "--row-by-row-sample",
         type=int,
         help="time (c) on the first N rows and extrapolate linearly (default: all rows; it is cheap here)",
     )
     parser.add_argument("--seed", type=int, default=20240601)
-    parser.add_argument("--workdir", help="where the store copies go (default: a fresh temporary directory)")
-    parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--workdir", help="parent of the temporary directory the store copies go to")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--child-migrate", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -618,9 +635,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = args.rows or (QUICK_ROWS if args.quick else FULL_ROWS)
     conversations = args.conversations or (QUICK_CONVERSATIONS if args.quick else FULL_CONVERSATIONS)
+    repeat = max(1, args.repeat or (1 if args.quick else FULL_REPEAT))
     sample = min(rows, args.row_by_row_sample or rows)
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="webchat-bench-migrate-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="webchat-bench-migrate-", dir=args.workdir))
 
     print(f"# bench/migrate.py  {time.strftime('%Y-%m-%d %H:%M')}")
     print(
@@ -638,31 +657,52 @@ def main(argv: list[str] | None = None) -> int:
             f"generated in {time.perf_counter() - t:.1f} s: {source.stat().st_size / 1e6:.0f} MB, "
             f"metadata avg {info['avg_meta_bytes']:.0f} B ({mix})"
         )
-        copies = {name: workdir / f"{name}.db" for name in ("webchat", "set_based", "row_by_row", "live")}
-        for dst in copies.values():
-            copy_store(source, dst)
-        source.unlink()
 
-        # (a) first: it is the first child process, so RUSAGE_CHILDREN is its own peak.
-        a = run_webchat(copies["webchat"])
+        def fresh_copy(name: str) -> Path:
+            dst = workdir / f"{name}.db"
+            copy_store(source, dst)
+            return dst
+
+        # (a) and (b) alternate on fresh identical copies; the first (a) is the first child process, so
+        # RUSAGE_CHILDREN is its own peak.
+        a_runs: list[dict[str, Any]] = []
+        b_runs: list[dict[str, Any]] = []
+        diff = (0, 0, 0)
+        for i in range(repeat):
+            a_path = fresh_copy(f"webchat_{i}")
+            a_runs.append(run_webchat(a_path))
+            b_path = fresh_copy(f"set_based_{i}")
+            b_runs.append(run_set_based(b_path))
+            if i == 0:
+                diff = agreement(a_path, b_path)
+            remove_store(a_path)
+            remove_store(b_path)
+        a = min(a_runs, key=lambda r: r["elapsed_s"])
+        b = min(b_runs, key=lambda r: r["elapsed_s"])
         rep = a["report"]
         print()
         print(
             f"(a) web-chat migrate_turns_db:    {a['elapsed_s']:8.2f} s  "
-            f"(child wall {a['process_wall_s']:.2f} s)"
+            f"(runs: {seconds([r['elapsed_s'] for r in a_runs])} s, in a child process)"
         )
-        print(f"    {breakdown(a)}")
+        print(f"    best run: {breakdown(a)}")
         print(
             f"    backfilled runtime_key {rep['backfilled_runtime_key']:,}, inference_id "
             f"{rep['backfilled_inference_id']:,}, invalid metadata {rep['invalid_metadata']:,}; "
             f"indexes built: {', '.join(rep['indexes_created'])}"
         )
-        b = run_set_based(copies["set_based"])
         print(
             f"(b) set-based SQL pass:           {b['elapsed_s']:8.2f} s  "
-            f"(UPDATE {b['update_s']:.2f} s, CREATE INDEX x{len(b['indexes'])} {b['index_s']:.2f} s)"
+            f"(runs: {seconds([r['elapsed_s'] for r in b_runs])} s; best: UPDATE {b['update_s']:.2f} s, "
+            f"CREATE INDEX x{len(b['indexes'])} {b['index_s']:.2f} s)"
         )
-        c = run_row_by_row(copies["row_by_row"], sample)
+        print(
+            f"    (b) approximates the resolver: differs from (a) on {diff[1]:,} runtime_key and "
+            f"{diff[2]:,} inference_id of {diff[0]:,} rows"
+        )
+        c_path = fresh_copy("row_by_row")
+        c = run_row_by_row(c_path, sample)
+        remove_store(c_path)
         note = (
             f"timed on the first {c['rows_timed']:,} rows, extrapolated linearly to {c['rows_total']:,}"
             if c["extrapolated"]
@@ -673,25 +713,23 @@ def main(argv: list[str] | None = None) -> int:
             f"(c) row-by-row reference port:    {c['elapsed_s']:8.2f} s  (per-row loop {c['loop_s']:.2f} s, "
             f"{note}, {per_row_us:.1f} us/row; CREATE INDEX {c['index_s']:.2f} s)"
         )
-        total, diff_rk, diff_inf = agreement(copies["webchat"], copies["set_based"])
-        print(
-            f"    (b) approximates the resolver: differs from (a) on {diff_rk:,} runtime_key and "
-            f"{diff_inf:,} inference_id of {total:,} rows"
-        )
 
         ratio_b = a["elapsed_s"] / b["elapsed_s"]
         speedup_c = c["elapsed_s"] / a["elapsed_s"]
-        peak_mb = a["vm_hwm_kb"] / 1024
+        peak_mb = max(r["vm_hwm_kb"] for r in a_runs) / 1024
         print()
         print(f"web-chat / set-based      = {ratio_b:5.2f} x   target <= {TARGET_VS_SET_BASED:.1f} x")
         print(f"row-by-row / web-chat     = {speedup_c:5.2f} x   target >= {TARGET_VS_ROW_BY_ROW:.1f} x")
         print(
             f"peak RSS of (a) child     = {peak_mb:6.1f} MB   target < {TARGET_PEAK_MB:.0f} MB   (VmHWM; "
-            f"RUSAGE_CHILDREN ru_maxrss {a['children_maxrss_kb'] / 1024:.1f} MB; "
+            f"RUSAGE_CHILDREN ru_maxrss after the first run {a_runs[0]['children_maxrss_kb'] / 1024:.1f} MB; "
             f"after interpreter + imports {a['vm_hwm_before_kb'] / 1024:.1f} MB)"
         )
 
-        live = live_writer(copies["live"], info["conv_ids"], args.seed)
+        live_path = fresh_copy("live")
+        source.unlink()
+        live = live_writer(live_path, info["conv_ids"], args.seed)
+        remove_store(live_path)
         waits = live["waits"]
         child = live["child"]
         secs = [w for _, w, _ in waits] or [0.0]
@@ -727,12 +765,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep:
             print(f"# files kept in {workdir}")
-        elif not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
         else:
-            for name in ("source", "webchat", "set_based", "row_by_row", "live"):
-                for f in workdir.glob(f"{name}.db*"):
-                    f.unlink()
+            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
