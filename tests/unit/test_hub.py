@@ -40,6 +40,7 @@ def test_seq_increases_and_survives_a_restart(tmp_path: Path) -> None:
             first = await hub.publish("chat.message", "u", {"content": "hi"}, META)
             second = await hub.publish("chat.turn_done", "t1", {})  # no entity, the version still moves
             assert (first.seq, second.seq) == (expected_first, expected_first + 1)
+            await hub.flush()
             assert store.current_version("c") == second.seq
             return second.seq
         finally:
@@ -49,29 +50,22 @@ def test_seq_increases_and_survives_a_restart(tmp_path: Path) -> None:
     assert asyncio.run(session(last + 1)) == last + 2
 
 
-def test_publish_persists_before_delivery(store: SQLiteTimelineStore) -> None:
+def test_delivery_does_not_wait_for_the_store_and_flush_catches_up(store: SQLiteTimelineStore) -> None:
     async def main() -> None:
         hub = ConversationHub("c", store)
         sub = hub.subscribe()
-        seen: list[tuple[int, int, str]] = []
-
-        async def client() -> None:
-            async for event in sub:
-                snap = store.snapshot("c")
-                entity = store.get_entity("c", "a")
-                seen.append((event.seq, snap.version, entity.props["content"] if entity else ""))
-                if event.type == "llm.final":
-                    return
-
-        task = asyncio.create_task(client())
         await hub.publish("llm.start", "a", {}, META)
         for i in range(1, 20):
             await hub.publish("llm.delta", "a", {"cumulative": "x" * i}, META)
         await hub.publish("llm.final", "a", {"text": "done"}, META)
-        await asyncio.wait_for(task, 5)
-        # Hydration never lags a delivered frame.
-        assert all(version >= seq for seq, version, _ in seen)
-        assert seen[-1] == (21, 21, "done")
+        delivered = await take(sub, 21)
+        assert [e.seq for e in delivered] == list(range(1, 22))
+        await hub.flush()
+        assert hub.persisted_version == 21
+        snap = store.snapshot("c")
+        entity = store.get_entity("c", "a")
+        assert snap.version == 21 and entity is not None and entity.props["content"] == "done"
+        assert entity.version == 21
 
     asyncio.run(main())
 
@@ -94,6 +88,7 @@ def test_concurrent_publishers_keep_one_order(store: SQLiteTimelineStore) -> Non
         assert [e.seq for e in delivered] == list(range(1, 61))
         published = sorted(itertools.chain.from_iterable(results), key=lambda e: e.seq)
         assert [e.id for e in delivered] == [e.id for e in published]
+        await hub.flush()
         stored = {e.id: e.version for e in store.snapshot("c").entities}
         assert all(stored[e.id] == e.seq for e in delivered)
         assert store.current_version("c") == 60
@@ -210,6 +205,7 @@ def test_publish_completes_when_the_caller_is_cancelled(store: SQLiteTimelineSto
         await asyncio.sleep(0)
         task.cancel()
         event = await asyncio.wait_for(sub.get(), 5)
+        await hub.flush()
         assert event.seq == 1 and store.current_version("c") == 1
         nxt = await hub.publish("llm.final", "a", {"text": "x"}, META)
         assert nxt.seq == 2
@@ -222,7 +218,7 @@ class FailingStore(SQLiteTimelineStore):
 
     calls = 0
 
-    def apply(self, conv_id: str, seq: int, entities: list[Entity]) -> None:
+    def apply_batch(self, conv_id: str, batch: list[tuple[int, list[Entity]]]) -> None:
         self.calls += 1
         raise StoreError("disk full")
 
@@ -238,11 +234,13 @@ def test_a_failed_write_still_delivers(tmp_path: Path, caplog: pytest.LogCapture
         hub = ConversationHub("c", store)
         sub = hub.subscribe()
         event = await hub.publish("llm.error", "a", {"error": "boom", "code": "x"}, META)
-        assert event.seq == 8 and (await sub.get()) == event and store.calls == 1
+        assert event.seq == 8 and (await sub.get()) == event
+        await hub.flush()
+        assert store.calls == 1
         assert (await hub.publish("chat.turn_done", "t", {})).seq == 9
 
     try:
         asyncio.run(main())
     finally:
         store.close()
-    assert "could not persist event seq=8" in caplog.text
+    assert "could not persist events seq=8..8" in caplog.text

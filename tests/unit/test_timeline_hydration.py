@@ -64,9 +64,11 @@ def test_snapshot_plus_replay_reproduces_the_live_state(tmp_path: Path, snapshot
         snapshot = None
         for i, (type, id, data, meta) in enumerate(events[2:]):
             if i == snapshot_after:
+                await hub.flush()  # what /api/timeline does for a live conversation
                 snapshot = store.snapshot("c")  # 2. fetch the snapshot while the stream goes on
             await hub.publish(type, id, data, meta)
             buffered.append(json.loads((await sub.get()).frame_json))
+        await hub.flush()
         if snapshot is None:
             snapshot = store.snapshot("c")
 

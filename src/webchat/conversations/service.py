@@ -278,6 +278,9 @@ class ConversationService:
             if conv.busy or conv.hub.subscriber_count:
                 continue
             if now - conv.last_activity_ms >= self.idle_evict_s * 1000:
+                await conv.hub.flush()
+                if conv.busy or conv.hub.subscriber_count:
+                    continue  # became active while its writes were flushed
                 self._live.pop(conv.conv_id, None)
                 self.hubs.remove(conv.conv_id)
                 evicted.append(conv.conv_id)
@@ -287,10 +290,10 @@ class ConversationService:
         """Let running turns finish within the grace period; the rest are persisted as interrupted."""
         self._closing = True
         workers = [c.worker for c in self._live.values() if c.worker and not c.worker.done()]
-        if not workers:
-            return
-        _, still = await asyncio.wait(workers, timeout=grace_s)
-        for task in still:
-            task.cancel()
-        if still:
-            await asyncio.gather(*still, return_exceptions=True)
+        if workers:
+            _, still = await asyncio.wait(workers, timeout=grace_s)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.gather(*still, return_exceptions=True)
+        await self.hubs.flush_all()

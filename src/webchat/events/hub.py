@@ -1,16 +1,19 @@
-"""One hub per live conversation: assigns ``seq``, persists the projection, then fans the frame out.
+"""One hub per live conversation: assigns ``seq``, fans the frame out, and writes the projection behind.
 
-For every published event, in this order and under one lock (so seq order == persisted version order ==
-delivery order, whatever the number of concurrent publishers):
+For every published event, synchronously on the event loop (so seq order == delivery order, whatever the
+number of concurrent publishers):
 
 1. the next ``seq`` (seeded from the timeline store, so it keeps increasing across restarts);
-2. the projector's entities, written with ``store.apply(conv_id, seq, entities)`` in a worker thread
-   (the version is written even when no entity changes, so a restart never reuses a ``seq``);
-3. the event is kept in a bounded ring buffer (the debug API reads it) and offered to every subscriber.
+2. the event is kept in a bounded ring buffer (the debug API reads it) and offered to every subscriber;
+3. it is queued for the hub's writer, which projects queued events into entities and writes them with
+   ``store.apply_batch`` in a worker thread, one transaction per batch, in seq order (the version is
+   written even when no entity changes, so a restart never reuses a ``seq`` of a written event).
 
-Persisting before delivering means a client that hydrates after seeing a frame never gets a snapshot
-older than that frame. A subscriber whose queue is full is dropped (closed with a reason); it never
-blocks the publisher or the other subscribers. Everything here runs on one event loop.
+Delivery does not wait for the write: a token reaches the socket without a database round-trip in
+between. Hydration stays consistent with the client contract (open the socket, buffer, fetch the
+snapshot, replay buffered frames with ``seq`` above its version), and ``/api/timeline`` flushes a live
+hub before reading, so a snapshot never lags a frame already delivered. A subscriber whose queue is
+full is dropped (closed with a reason); it never blocks the publisher or the other subscribers.
 """
 
 from __future__ import annotations
@@ -122,10 +125,12 @@ class ConversationHub:
         self._store = store
         self._version = store.current_version(conv_id) if version is None else version
         self._clock = clock
-        self._lock = asyncio.Lock()
         self._ring: deque[Event] = deque(maxlen=buffer_size)
         self._subscribers: list[Subscription] = []
         self._entities: OrderedDict[str, Entity] = OrderedDict()
+        self._pending: list[Event] = []
+        self._writer: asyncio.Future[None] | None = None
+        self._persisted_version = self._version
         self._last_activity_ms = clock()
         self._closed = False
 
@@ -153,46 +158,70 @@ class ConversationHub:
     async def publish(
         self, type: str, id: str, data: dict[str, Any], metadata: dict[str, Any] | None = None
     ) -> Event:
-        """Sequence, persist and deliver one event; returns it with its ``seq``.
+        """Sequence and deliver one event now; its projection is written behind, in seq order.
 
-        Once called, the publish completes even if the caller is cancelled, so a ``seq`` is never
-        half-used (persisted but not delivered, or the reverse).
+        Nothing here awaits I/O, so concurrent publishers cannot interleave between taking a ``seq`` and
+        delivering it: seq order == delivery order == write order.
         """
         if self._closed:
             raise RuntimeError(f"hub of conversation {self.conv_id} is closed")
-        meta = None if metadata is None else dict(metadata)
-        return await asyncio.shield(self._publish(type, id, dict(data), meta))
+        event = Event(
+            type=type,
+            id=id,
+            seq=self._version + 1,
+            data=dict(data),
+            metadata=None if metadata is None else dict(metadata),
+            ts_ms=self._clock(),
+        )
+        self._version = event.seq
+        self._last_activity_ms = event.ts_ms
+        self._ring.append(event)
+        self._fan_out(event)
+        self._pending.append(event)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_pending())
+        # Let subscribers' senders run between events, as a publisher streaming tokens would.
+        await asyncio.sleep(0)
+        return event
 
-    async def _publish(
-        self, type: str, id: str, data: dict[str, Any], metadata: dict[str, Any] | None
-    ) -> Event:
-        async with self._lock:
-            event = Event(
-                type=type, id=id, seq=self._version + 1, data=data, metadata=metadata, ts_ms=self._clock()
-            )
-            self._version = event.seq
+    async def flush(self) -> None:
+        """Wait until every event published so far is written to the timeline store."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    @property
+    def persisted_version(self) -> int:
+        return self._persisted_version
+
+    async def _write_pending(self) -> None:
+        # Events published while a batch is being written form the next batch (one transaction each).
+        while self._pending:
+            batch = list(self._pending)
+            self._pending.clear()
             try:
-                await asyncio.to_thread(self._persist, event)
+                await asyncio.to_thread(self._persist, batch)
+                self._persisted_version = batch[-1].seq
             except Exception:
-                # The live stream goes on: the frame (perhaps an error report) still reaches the
-                # clients, and the next successful write carries the version forward.
+                # The live stream goes on; the next successful write carries the version forward.
                 log.exception(
-                    "conversation %s: could not persist event seq=%d (%s)", self.conv_id, event.seq, type
+                    "conversation %s: could not persist events seq=%d..%d",
+                    self.conv_id,
+                    batch[0].seq,
+                    batch[-1].seq,
                 )
-            self._last_activity_ms = event.ts_ms
-            self._ring.append(event)
-            self._fan_out(event)
-            return event
 
-    def _persist(self, event: Event) -> None:
-        """Project and write one event (in a worker thread, while the hub lock is held)."""
-        entities = project(event, self._entity)
-        self._store.apply(self.conv_id, event.seq, entities)
-        for entity in entities:
-            self._entities[entity.id] = entity
-            self._entities.move_to_end(entity.id)
+    def _persist(self, events: list[Event]) -> None:
+        """Project and write a batch of events (in a worker thread; batches never overlap)."""
+        items = []
+        for event in events:
+            entities = project(event, self._entity)
+            for entity in entities:
+                self._entities[entity.id] = entity
+                self._entities.move_to_end(entity.id)
+            items.append((event.seq, entities))
         while len(self._entities) > ENTITY_CACHE_SIZE:
             self._entities.popitem(last=False)
+        self._store.apply_batch(self.conv_id, items)
 
     def _entity(self, entity_id: str) -> Entity | None:
         entity = self._entities.get(entity_id)
@@ -263,6 +292,10 @@ class HubRegistry:
 
     def get(self, conv_id: str) -> ConversationHub | None:
         return self._hubs.get(conv_id)
+
+    async def flush_all(self) -> None:
+        for hub in list(self._hubs.values()):
+            await hub.flush()
 
     def remove(self, conv_id: str, reason: str = "conversation closed") -> None:
         """Forget a conversation's hub and close its subscriptions."""

@@ -18,6 +18,10 @@ async def timeline_document(
     svc: Services, conv_id: str, since_version: int, limit: int | None
 ) -> dict[str, Any]:
     check_id(conv_id, "conv_id")
+    live = svc.conversations.live(conv_id)
+    if live is not None:
+        # Frames are written behind delivery; a snapshot must not lag a frame already sent.
+        await live.hub.flush()
     snap = await asyncio.to_thread(svc.timeline.snapshot, conv_id, since_version, limit)
     return {
         "conv_id": conv_id,

@@ -108,6 +108,10 @@ class TimelineStore(Protocol):
         when missing) records the progress: ``last_seen_version`` and ``last_activity_ms`` only grow.
         """
 
+    def apply_batch(self, conv_id: str, batch: list[tuple[int, list[Entity]]]) -> None:
+        """Several ``(seq, entities)`` in one transaction, in seq order."""
+        ...
+
     def current_version(self, conv_id: str) -> int:
         """The conversation's version (the last applied ``seq``); 0 when unknown."""
 

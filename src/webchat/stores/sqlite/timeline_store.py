@@ -363,6 +363,37 @@ class SQLiteTimelineStore:
 
         self._write(tx)
 
+    def apply_batch(self, conv_id: str, batch: list[tuple[int, list[Entity]]]) -> None:
+        """Several events' projections in one transaction (the hub's write-behind flush).
+
+        An entity touched by several events is written once, in the state and version of the last one.
+        """
+        if not batch:
+            return
+        _require_id("conv_id", conv_id)
+        latest: dict[str, tuple[int, Entity]] = {}
+        for seq, entities in batch:
+            if seq <= 0:
+                raise ValueError("seq must be positive")
+            for e in entities:
+                _require_id("entity id", e.id)
+                _require_id("entity kind", e.kind)
+                latest[e.id] = (seq, e)
+        top = max(seq for seq, _ in batch)
+        rows = [
+            (conv_id, e.id, e.kind, e.created_at_ms, e.updated_at_ms, seq, encode_props(e.props))
+            for seq, e in latest.values()
+        ]
+        at = max((e.updated_at_ms for _, e in latest.values()), default=0) or now_ms()
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(_UPSERT_VERSION_SQL, (conv_id, top))
+            if rows:
+                conn.executemany(_UPSERT_ENTITY_SQL, rows)
+            conn.execute(_PROGRESS_SQL, (conv_id, at, at, top))
+
+        self._write(tx)
+
     def current_version(self, conv_id: str) -> int:
         sql = f"SELECT version FROM {self._src['timeline_versions']} WHERE conv_id = ?"
         row = self._read().execute(sql, (conv_id,)).fetchone()
