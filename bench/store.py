@@ -190,7 +190,7 @@ def conversation(
         call = maker.tool_call()
         result = maker.tool_use(call)
         answer = maker.answer(inference_id)
-        produced = ([], [call], [call, result], [call, result, answer])
+        produced: tuple[list[Block], ...] = ([], [call], [call, result], [call, result, answer])
         meta = maker.metadata(session_id, runtime_key, inference_id)
         for phase, extra in zip(PHASES, produced, strict=True):
             clock[0] += rng.randint(50, 3_000)

@@ -67,11 +67,21 @@ class _Clock:
 
 
 def _inference_metadata(
-    runtime: ResolvedRuntime, reply: ModelReply | None, started: float, ttft: float | None
+    runtime: ResolvedRuntime,
+    reply: ModelReply | None,
+    started: float,
+    ttft: float | None,
+    failure: BaseException | None = None,
 ) -> dict[str, Any]:
+    """The ``webchat.inference@v1`` object. For a failed model call, what the engine learned of it before
+    the failure (served model, response id, usage so far; :attr:`EngineError.reply`) is recorded in
+    place of the previous call's reply."""
+    known = getattr(failure, "reply", None)
+    if isinstance(known, ModelReply):
+        reply = known
     doc: dict[str, Any] = {
-        "provider": reply.provider if reply else runtime.engine,
-        "request_model": reply.request_model if reply else (runtime.model or runtime.engine),
+        "provider": (reply.provider if reply else "") or runtime.engine,
+        "request_model": (reply.request_model if reply else "") or runtime.model or runtime.engine,
         "response_model": reply.response_model if reply else "",
         "response_id": reply.response_id if reply else "",
         "finish_reason": reply.finish_reason if reply else "",
@@ -202,16 +212,18 @@ async def run_turn(
             turn.metadata[keys.INFERENCE] = _inference_metadata(runtime, reply, started, ttft)
             await save_after_pre("post_inference")
             final_meta = dict(meta, model=reply.response_model, usage=turn.metadata[keys.INFERENCE]["usage"])
-            await publish("llm.final", segment_id, {"id": segment_id, "text": reply.text}, final_meta)
             if not reply.tool_calls:
-                break
+                # The final snapshot is on disk before the client hears the turn is over.
+                await save_after_pre("final")
+                await publish("llm.final", segment_id, {"id": segment_id, "text": reply.text}, final_meta)
+                return TurnOutcome(turn=turn, ok=True)
+            await publish("llm.final", segment_id, {"id": segment_id, "text": reply.text}, final_meta)
             if iteration >= max_tool_iterations:
                 raise EngineError("tool loop exceeded max iterations", code="max_tool_iterations")
             for call in reply.tool_calls:
                 add(await _run_tool(call, runtime, publish, meta))
             await save_after_pre("post_tools")
-        await save_after_pre("final")
-        return TurnOutcome(turn=turn, ok=True)
+        raise EngineError("the tool loop ended without a final answer", code="max_tool_iterations")
     except (EngineError, asyncio.CancelledError, Exception) as exc:
         cancelled = isinstance(exc, asyncio.CancelledError)
         code = getattr(exc, "code", "") or ("cancelled" if cancelled else "internal_error")
@@ -228,8 +240,16 @@ async def run_turn(
                     kind="llm_text", role="assistant", payload={"text": partial}, metadata={"partial": True}
                 )
             )
-        inference = _inference_metadata(runtime, reply, started, ttft)
-        inference["error"] = {"class": exc.__class__.__name__, "code": code, "message": message}
+        inference = _inference_metadata(runtime, reply, started, ttft, exc)
+        # The underlying error's class (``openai.RateLimitError``) when the engine names one.
+        inference["error"] = {
+            "class": getattr(exc, "error_class", "") or exc.__class__.__name__,
+            "code": code,
+            "message": message,
+        }
+        status = getattr(exc, "status", None)
+        if isinstance(status, int):
+            inference["error"]["status"] = status
         turn.metadata[keys.INFERENCE] = inference
         turn.metadata[keys.ERROR] = {"code": code, "message": message}
         try:

@@ -214,6 +214,27 @@ class ConversationService:
         }
 
     async def _drain(self, conv: Conversation) -> None:
+        while True:
+            await self._run_queue(conv)
+            await asyncio.to_thread(self.timeline.upsert_conversation, self._idle_record(conv))
+            # A prompt accepted during that write found this worker still running: run it too.
+            if not conv.queue:
+                return
+
+    def _idle_record(self, conv: Conversation) -> ConversationRecord:
+        return ConversationRecord(
+            conv_id=conv.conv_id,
+            session_id=conv.session_id,
+            runtime_key="",  # empty keeps the pointer as it is
+            created_at_ms=conv.created_at_ms,
+            last_activity_ms=conv.last_activity_ms,
+            last_seen_version=conv.hub.version,
+            has_timeline=True,
+            status="idle",
+            last_error="",
+        )
+
+    async def _run_queue(self, conv: Conversation) -> None:
         while conv.queue:
             pending = conv.queue.popleft()
             conv.running = pending
@@ -253,20 +274,6 @@ class ConversationService:
             finally:
                 conv.running = None
                 conv.last_activity_ms = now_ms()
-        await asyncio.to_thread(
-            self.timeline.upsert_conversation,
-            ConversationRecord(
-                conv_id=conv.conv_id,
-                session_id=conv.session_id,
-                runtime_key="",  # empty keeps the pointer as it is
-                created_at_ms=conv.created_at_ms,
-                last_activity_ms=conv.last_activity_ms,
-                last_seen_version=conv.hub.version,
-                has_timeline=True,
-                status="idle",
-                last_error="",
-            ),
-        )
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
