@@ -39,3 +39,10 @@ def block_hash_material(kind: str, role: str, payload: Mapping[str, Any] | None,
 def block_content_hash(kind: str, role: str, payload: Mapping[str, Any] | None, metadata: Any) -> str:
     material = block_hash_material(kind, role, payload, metadata)
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def block_content_hash_from_json(kind: str, role: str, payload_json: str, metadata_json: str) -> str:
+    """The same hash from payload/metadata already encoded with :func:`canonical_json` (the stored form)."""
+    material = '{"kind":' + _encode(kind) + ',"role":' + _encode(role)
+    material += ',"payload":' + payload_json + ',"metadata":' + metadata_json + "}"
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()

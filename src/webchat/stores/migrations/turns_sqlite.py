@@ -43,6 +43,9 @@ from webchat.stores.sqlite.turn_store import save_snapshot_tx
 from webchat.turns.serde import TurnFormatError, turn_from_yaml
 
 DEFAULT_BATCH_SIZE = 20_000
+# Lock hold time after which the row pass pauses, and for how long (see _row_pass).
+YIELD_AFTER_S = 0.4
+YIELD_FOR_S = 0.12
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 LEGACY_TABLE = "turn_snapshots"
 UNPARSEABLE_TABLE = "webchat_legacy_unparseable"
@@ -244,7 +247,8 @@ class _ResolverFunctions:
         self.invalid = 0
 
     def _resolve(self, text: Any) -> Resolution:
-        if text is not self._last_text or text != self._last_text:
+        # SQLite hands each call a new str object: compare by value (the row's two calls share one parse).
+        if text != self._last_text:
             self._last_text = text
             self._last = resolve_metadata_json(text)
         return self._last
@@ -400,32 +404,41 @@ def _row_pass(
         )
     resolver = _ResolverFunctions()
     resolver.install(conn)
-    sql = f"""
+    # Timestamps and values are separate statements: the old indexes contain updated_at_ms, so touching
+    # it on every row would rewrite their entries for the whole table.
+    fill_times = f"""
 UPDATE turns SET
     turn_created_at_ms = {created_expr},
-    updated_at_ms = CASE WHEN updated_at_ms = 0 THEN {created_expr} ELSE updated_at_ms END,
+    updated_at_ms = CASE WHEN updated_at_ms = 0 THEN {created_expr} ELSE updated_at_ms END
+WHERE rowid > ? AND rowid <= ? AND (updated_at_ms = 0 OR turn_created_at_ms = 0) AND {created_expr} <> 0
+"""
+    backfill = """
+UPDATE turns SET
     runtime_key = CASE WHEN runtime_key = '' THEN webchat_runtime_key(turn_metadata_json)
                        ELSE runtime_key END,
     inference_id = CASE WHEN inference_id = '' THEN webchat_inference_id(turn_metadata_json, runtime_key)
                         ELSE inference_id END
-WHERE rowid > ? AND rowid <= ?
-  AND (runtime_key = '' OR inference_id = '' OR updated_at_ms = 0 OR turn_created_at_ms = 0)
-"""
-    count_ts = f"""
-SELECT COUNT(*) FROM turns WHERE rowid > ? AND rowid <= ?
-  AND (updated_at_ms = 0 OR turn_created_at_ms = 0) AND {created_expr} <> 0
+WHERE rowid > ? AND rowid <= ? AND (runtime_key = '' OR inference_id = '')
 """
     step = "rows"
     start = _cursor(conn, step)
     top = int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM turns").fetchone()[0])
+    held = 0.0
     for lo, hi in _rowid_batches(conn, "turns", start, batch_size):
 
         def batch(c: sqlite3.Connection, lo: int = lo, hi: int = hi) -> None:
-            report.timestamps_filled += _count(c, count_ts, (lo, hi))
-            c.execute(sql, (lo, hi))
+            report.timestamps_filled += c.execute(fill_times, (lo, hi)).rowcount
+            c.execute(backfill, (lo, hi))
             _set_cursor(c, step, hi)
 
+        began = time.monotonic()
         run_in_transaction(conn, batch)
+        held += time.monotonic() - began
+        if held >= YIELD_AFTER_S:
+            # A writer blocked on the lock polls it about every 100 ms (SQLite's busy handler); leave a
+            # gap longer than that now and then, so a live server never waits long behind the batches.
+            time.sleep(YIELD_FOR_S)
+            held = 0.0
         if progress:
             progress("backfilling runtime_key / inference_id", hi - start, top - start)
     report.backfilled_runtime_key += resolver.runtime_filled
@@ -528,9 +541,6 @@ def _migrate_locked(
     path = Path(report.path)
     version = report.schema_version_before = check_version(conn, path)
     report.layout = detect_layout(conn)
-    # Larger page cache and in-memory sorting make index builds and batch updates cheaper.
-    conn.execute("PRAGMA cache_size = -65536")
-    conn.execute("PRAGMA temp_store = MEMORY")
     if version < 1:
         _step_schema(conn, report)
     # A kept table may hold rows a killed run did not convert yet (its cursor says where it stopped).

@@ -12,7 +12,7 @@ from typing import Any
 from webchat.stores.migrations.backfill import resolve_inference_id, resolve_runtime_key
 from webchat.stores.protocol import Snapshot, StoreError, TurnQuery, TurnRow
 from webchat.stores.sqlite.connection import Readers, Writer
-from webchat.turns.hashing import HASH_ALGORITHM, block_content_hash, canonical_json
+from webchat.turns.hashing import HASH_ALGORITHM, block_content_hash_from_json, canonical_json
 from webchat.turns.keys import PHASES
 from webchat.turns.model import Block, Turn
 
@@ -75,7 +75,8 @@ def block_rows(turn: Turn, created_at_ms: int) -> tuple[list[tuple[Any, ...]], l
         block_id = block.id.strip() or f"{turn.id}#{ordinal}"
         payload_json = _json(block.payload)
         metadata_json = _json(block.metadata)
-        content_hash = block_content_hash(block.kind, block.role, block.payload, block.metadata)
+        # The stored JSON is the canonical encoding the hash is defined over: encode once, use twice.
+        content_hash = block_content_hash_from_json(block.kind, block.role, payload_json, metadata_json)
         blocks.append(
             (
                 block_id,
@@ -210,11 +211,19 @@ class SQLiteTurnStore:
         if query.since_ms:
             where.append("m.snapshot_created_at_ms >= ?")
             params.append(int(query.since_ms))
+        # The turn row is only needed here to filter on the per-turn truth; membership rows always
+        # have their turn row (foreign key), and the outer query joins it for every selected snapshot.
+        join_turns = ""
+        if query.runtime_key or query.inference_id:
+            join_turns = (
+                "JOIN turns AS t ON t.conv_id = m.conv_id AND t.session_id = m.session_id "
+                "AND t.turn_id = m.turn_id"
+            )
         sql = f"""
 WITH snaps AS (
     SELECT m.conv_id, m.session_id, m.turn_id, m.phase, m.snapshot_created_at_ms AS created
     FROM turn_block_membership AS m
-    JOIN turns AS t ON t.conv_id = m.conv_id AND t.session_id = m.session_id AND t.turn_id = m.turn_id
+    {join_turns}
     WHERE {" AND ".join(where)}
     ORDER BY created DESC, {_PHASE_RANK_SQL.format(col="m.phase")} DESC, m.turn_id DESC, m.session_id DESC,
              m.conv_id DESC
@@ -287,7 +296,7 @@ ORDER BY s.created DESC, {_PHASE_RANK_SQL.format(col="s.phase")} DESC, s.turn_id
 
 
 def _loads(text: str | None) -> dict[str, Any]:
-    if not text:
+    if not text or text == "{}":  # most block metadata is empty: skip the parser
         return {}
     try:
         value = json.loads(text)
