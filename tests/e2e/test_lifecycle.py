@@ -72,6 +72,10 @@ def test_shutdown_mid_turn_records_the_turn(tmp_path: Path) -> None:
             },
         )
         assert r.status_code == 200
+        queued = httpx.post(
+            srv.base_url + "/chat", json={"prompt": "and then?", "conv_id": conv, "profile": "slow"}
+        )
+        assert queued.status_code == 202
         time.sleep(0.5)
     finally:
         assert srv.stop() == 0
@@ -86,3 +90,13 @@ def test_shutdown_mid_turn_records_the_turn(tmp_path: Path) -> None:
     runtime_key, inference_id, metadata = rows[0]
     assert runtime_key == "slow" and inference_id == r.json()["inference_id"]
     assert "cancelled" in metadata  # recorded as interrupted, with the partial output kept
+    # The queued prompt never ran: no turn row, and its timeline says so.
+    conn = sqlite3.connect(data / "timeline.db")
+    try:
+        props = [
+            row[0]
+            for row in conn.execute("SELECT entity_json FROM timeline_entities WHERE conv_id = ?", (conv,))
+        ]
+    finally:
+        conn.close()
+    assert any(queued.json()["turn_id"] in p and "not_run" in p for p in props)

@@ -296,6 +296,25 @@ class ConversationService:
     async def shutdown(self, grace_s: float) -> None:
         """Let running turns finish within the grace period; the rest are persisted as interrupted."""
         self._closing = True
+        # Prompts still waiting will not run in this process: say so on their timeline (they never
+        # started an inference, so there is no turn to record), and let only running turns finish.
+        for conv in list(self._live.values()):
+            while conv.queue:
+                pending = conv.queue.popleft()
+                await conv.hub.publish(
+                    "llm.error",
+                    f"{pending.turn_id}:assistant",
+                    {
+                        "id": f"{pending.turn_id}:assistant",
+                        "error": "the server stopped before this queued prompt ran; send it again",
+                        "code": "not_run",
+                    },
+                    {
+                        "runtime_key": pending.runtime.runtime_key,
+                        "turn_id": pending.turn_id,
+                        "inference_id": "",
+                    },
+                )
         workers = [c.worker for c in self._live.values() if c.worker and not c.worker.done()]
         if workers:
             _, still = await asyncio.wait(workers, timeout=grace_s)
