@@ -18,7 +18,7 @@ from webchat.cli.common import (
     TurnsDsnOpt,
     resolve_paths,
 )
-from webchat.cli.output import OutputFormat, emit_document, emit_records, error, stdout
+from webchat.cli.output import OutputFormat, OutputOpt, emit_document, emit_records, fail, stdout
 from webchat.stores.migrations.checks import missing_candidates, run_check, runtime_history
 from webchat.stores.migrations.turns_sqlite import (
     DEFAULT_BATCH_SIZE,
@@ -33,16 +33,9 @@ from webchat.stores.sqlite.timeline_store import upgrade_schema
 
 db_app = typer.Typer(help="Upgrade and validate turn stores (turns.db).", no_args_is_help=True)
 
-OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.")]
-
 
 def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    error(message)
-    return typer.Exit(code)
 
 
 @contextmanager

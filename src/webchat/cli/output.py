@@ -8,8 +8,9 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -27,9 +28,18 @@ stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 
 
+OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.")]
+
+
 def error(message: str) -> None:
     """One clear line on stderr."""
     print(f"web-chat: error: {message}", file=sys.stderr)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one error line; return the exit to raise (2: bad usage or an unusable store)."""
+    error(message)
+    return typer.Exit(code)
 
 
 def _cell(value: Any) -> str:

@@ -13,7 +13,7 @@ from webchat.runtimes.profiles import (
     ProfileError,
     ProfileRegistry,
     Registries,
-    engine_unavailable_reason,
+    api_key_env_for,
     iter_profiles,
     load_registries,
 )
@@ -70,7 +70,11 @@ def list_profiles(
         OutputFormat, typer.Option("--output", "-o", help="Output format")
     ] = OutputFormat.table,
 ) -> None:
-    """List the profiles (runtimes) of every registry: built-in first, then the files given."""
+    """List the profiles (runtimes) of every registry: built-in first, then the files given.
+
+    ``usable`` says whether a profile can run now and ``reason`` why not (no model, the API key variable
+    is not set, the provider SDK is missing). Only the key variable's presence is checked.
+    """
     registries = _load(profiles)
     selected: list[ProfileRegistry] = list(registries)
     if registry is not None:
@@ -81,7 +85,7 @@ def list_profiles(
             raise typer.Exit(2) from None
     records: list[dict[str, Any]] = []
     for reg, prof in iter_profiles(selected):
-        reason = engine_unavailable_reason(prof.runtime.engine)
+        reason = prof.unusable_reason
         records.append(
             {
                 "registry": reg.slug,
@@ -122,12 +126,15 @@ def show_profile(
     except RuntimeResolutionError as exc:
         error(exc.message)
         raise typer.Exit(2) from None
-    reason = engine_unavailable_reason(prof.runtime.engine)
+    reason = prof.unusable_reason
     doc = prof.document(registry=reg.slug, is_default=reg.default_profile_slug == prof.slug)
     doc["source"] = str(reg.source) if reg.source else None
     doc["read_only"] = reg.read_only
     doc["usable"] = not reason
     doc["reason"] = reason
+    rt = prof.runtime
+    # The variable the key is read from at call time (None: no key, or a placeholder for a local server).
+    doc["key_env"] = api_key_env_for(rt.engine, rt.base_url, rt.api_key_env)
     doc["resolved"] = runtime_from_profile(reg.slug, prof).document()
     emit_document(doc, OutputFormat(output.value))
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from webchat.cli.common import DataDirOpt, TimelineDbOpt, TimelineDsnOpt, resolve_paths
-from webchat.cli.output import OutputFormat, emit_records, error, stdout
+from webchat.cli.output import OutputFormat, OutputOpt, emit_records, fail, stdout
 from webchat.stores.protocol import StoreError
 from webchat.stores.sqlite.timeline_store import SQLiteTimelineStore
 
@@ -20,7 +20,6 @@ timeline_app = typer.Typer(
     no_args_is_help=True,
 )
 
-OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.")]
 ConvIdOpt = Annotated[str, typer.Option("--conv-id", help="Conversation id.")]
 
 ENTITY_COLUMNS = ["id", "kind", "created_at_ms", "updated_at_ms", "version", "props"]
@@ -41,11 +40,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(timeline_app, name="timeline")
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    error(message)
-    return typer.Exit(code)
-
-
 @contextmanager
 def _store(
     data_dir: Path | None, timeline_db: Path | None, timeline_dsn: str | None
@@ -53,22 +47,22 @@ def _store(
     """The store opened read-only: a read command never creates, migrates or changes the file."""
     path = resolve_paths(data_dir, None, timeline_db, None, timeline_dsn).timeline_db
     if not path.exists():
-        raise _fail(f"{path}: no such timeline store (check --data-dir / --timeline-db)")
+        raise fail(f"{path}: no such timeline store (check --data-dir / --timeline-db)")
     try:
         store = SQLiteTimelineStore(path, readonly=True)
     except StoreError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     try:
         yield store
     except (StoreError, sqlite3.DatabaseError) as exc:
-        raise _fail(f"{path}: {exc}") from exc
+        raise fail(f"{path}: {exc}") from exc
     finally:
         store.close()
 
 
 def _conv_id(value: str) -> str:
     if not value.strip():
-        raise _fail("--conv-id must not be empty")
+        raise fail("--conv-id must not be empty")
     return value
 
 
@@ -140,11 +134,11 @@ def entity_cmd(
     """One entity with its props."""
     conv_id = _conv_id(conv_id)
     if not entity_id.strip():
-        raise _fail("--id must not be empty")
+        raise fail("--id must not be empty")
     with _store(data_dir, timeline_db, timeline_dsn) as store:
         entity = store.get_entity(conv_id, entity_id)
     if entity is None:
-        raise _fail(f"no entity {entity_id!r} in conversation {conv_id!r}", code=1)
+        raise fail(f"no entity {entity_id!r} in conversation {conv_id!r}", code=1)
     doc = entity.to_dict()
     emit_records([doc], output, ENTITY_COLUMNS, title=f"entity {entity_id}", document=doc)
 

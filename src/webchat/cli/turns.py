@@ -7,8 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from webchat.cli.common import DataDirOpt, TurnsDbOpt, TurnsDsnOpt, resolve_paths
-from webchat.cli.db import OutputOpt, fail
-from webchat.cli.output import OutputFormat, emit_document, emit_records, stdout
+from webchat.cli.output import OutputFormat, OutputOpt, emit_document, emit_records, fail, stdout
 from webchat.stores.protocol import Snapshot, StoreError, TurnQuery
 from webchat.stores.sqlite.turn_store import SQLiteTurnStore
 
@@ -31,16 +30,7 @@ def _store(data_dir: Any, turns_db: Any, turns_dsn: Any) -> SQLiteTurnStore:
 
 
 def _summary(s: Snapshot) -> dict[str, Any]:
-    return {
-        "conv_id": s.conv_id,
-        "session_id": s.session_id,
-        "turn_id": s.turn_id,
-        "phase": s.phase,
-        "runtime_key": s.runtime_key,
-        "inference_id": s.inference_id,
-        "created_at_ms": s.created_at_ms,
-        "blocks": len(s.turn.blocks),
-    }
+    return {**s.summary(), "blocks": len(s.turn.blocks)}
 
 
 @turns_app.command("list")

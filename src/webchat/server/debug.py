@@ -114,16 +114,7 @@ async def runtime_history(conv_id: str, svc: Svc) -> dict[str, Any]:
 
 
 def _snapshot_item(s: Snapshot, *, parsed: bool) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "conv_id": s.conv_id,
-        "session_id": s.session_id,
-        "turn_id": s.turn_id,
-        "phase": s.phase,
-        "runtime_key": s.runtime_key,
-        "inference_id": s.inference_id,
-        "created_at_ms": s.created_at_ms,
-        "payload": s.payload,
-    }
+    item: dict[str, Any] = {**s.summary(), "payload": s.payload}
     if parsed:
         item["parsed"] = s.parsed()
     return item

@@ -51,6 +51,18 @@ class Snapshot:
     def parsed(self) -> dict[str, Any]:
         return self.turn.to_dict()
 
+    def summary(self) -> dict[str, Any]:
+        """The snapshot's identity and per-turn truth, as listings (CLI and debug API) show it."""
+        return {
+            "conv_id": self.conv_id,
+            "session_id": self.session_id,
+            "turn_id": self.turn_id,
+            "phase": self.phase,
+            "runtime_key": self.runtime_key,
+            "inference_id": self.inference_id,
+            "created_at_ms": self.created_at_ms,
+        }
+
 
 @dataclass(frozen=True)
 class TurnRow:
