@@ -49,9 +49,8 @@ def test_build_engine() -> None:
     engine = build_engine(runtime())
     assert isinstance(engine, OfflineEngine) and isinstance(engine, Engine)
     assert engine.provider == "offline"
-    with pytest.raises(EngineError, match="not available yet") as info:
-        build_engine(runtime(engine="openai"))
-    assert info.value.code == "engine_unavailable"
+    # Provider engines are built the same way (they read their key only when they make a call).
+    assert build_engine(runtime(engine="openai")).provider == "openai"
 
 
 def test_streams_exactly_the_final_text_word_by_word() -> None:

@@ -63,13 +63,43 @@ class ModelReply:
 
 
 class EngineError(Exception):
-    """An inference that failed. ``partial_text`` is what was streamed before the failure."""
+    """An inference that failed.
 
-    def __init__(self, message: str, *, code: str = "engine_failed", partial_text: str = "") -> None:
+    - ``code``: a stable code (``engine_failed``, ``engine_unavailable``, ``missing_api_key``,
+      ``auth_failed``, ``rate_limited``, ``provider_timeout``, ``provider_unreachable``,
+      ``provider_error``, ``stream_interrupted``…);
+    - ``message``: for people; never holds an API key;
+    - ``partial_text``: what was streamed before the failure;
+    - ``error_class``: the underlying error's class, e.g. ``openai.RateLimitError`` (empty: this class);
+    - ``status``: the provider's HTTP status when there was one;
+    - ``reply``: what is known of the failed model call (provider, requested and served model, response
+      id, usage so far), for the turn's provenance; None when nothing is known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "engine_failed",
+        partial_text: str = "",
+        error_class: str = "",
+        status: int | None = None,
+        reply: ModelReply | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.partial_text = partial_text
+        self.error_class = error_class
+        self.status = status
+        self.reply = reply
+
+
+def error_class_name(exc: BaseException) -> str:
+    """``package.ClassName`` of an exception (``openai.RateLimitError``); builtins by bare name."""
+    package = type(exc).__module__.split(".", 1)[0]
+    name = type(exc).__qualname__
+    return name if package in ("builtins", "") else f"{package}.{name}"
 
 
 @runtime_checkable
@@ -82,14 +112,29 @@ class Engine(Protocol):
 
 
 def build_engine(runtime: ResolvedRuntime) -> Engine:
-    """The engine for a runtime. Only ``offline`` runs in this release."""
+    """The engine for a runtime: ``offline``, ``openai`` or ``anthropic``.
+
+    Provider SDKs are imported here, on first use, so that commands that run no model stay quick. The
+    API key is not read here: a provider engine reads it from the environment when it calls the model.
+    """
     if runtime.engine == "offline":
         from webchat.runtimes.offline import OfflineEngine
 
         return OfflineEngine()
     if runtime.engine in ("openai", "anthropic"):
-        raise EngineError(
-            f"engine {runtime.engine!r} is not available yet (profile {runtime.profile_slug!r})",
-            code="engine_unavailable",
-        )
+        try:
+            if runtime.engine == "openai":
+                from webchat.runtimes.openai_engine import OpenAIEngine
+
+                return OpenAIEngine()
+            from webchat.runtimes.anthropic_engine import AnthropicEngine
+
+            return AnthropicEngine()
+        except ImportError as exc:
+            raise EngineError(
+                f"engine {runtime.engine!r} cannot run (profile {runtime.profile_slug!r}): "
+                f"the {runtime.engine!r} package is not installed ({exc.name or exc})",
+                code="engine_unavailable",
+                error_class=error_class_name(exc),
+            ) from None
     raise EngineError(f"unknown engine {runtime.engine!r}", code="engine_unavailable")

@@ -13,7 +13,7 @@ A registry file looks like::
           system_prompt: You are terse.
           tools: [calculator]
           options: {token_delay_ms: 5}
-          base_url: null           # provider endpoint (later releases)
+          base_url: null           # provider endpoint (openai/anthropic; default: the provider's API)
           api_key_env: null        # NAME of the environment variable holding the API key, never the key
         policy: {allow_overrides: false, allowed_override_keys: [], denied_override_keys: []}
         version: 1
@@ -24,6 +24,8 @@ hold secrets: option keys that look like credentials and URLs with credentials a
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,14 +42,29 @@ from webchat.turns.keys import normalize_slug
 from webchat.turns.serde import Yaml12Loader, load_yaml
 
 ENGINES: Final[tuple[str, ...]] = ("offline", "openai", "anthropic")
-# Engines this release can run; the others are accepted by the schema so that files can be prepared.
-AVAILABLE_ENGINES: Final[frozenset[str]] = frozenset({"offline"})
+# Engines this release can run (a provider engine also needs its SDK: see engine_unavailable_reason).
+AVAILABLE_ENGINES: Final[frozenset[str]] = frozenset(ENGINES)
+PROVIDER_ENGINES: Final[frozenset[str]] = frozenset({"openai", "anthropic"})
+# The key variable a provider profile reads when it names none (and has no base_url of its own).
+DEFAULT_API_KEY_ENV: Final[dict[str, str]] = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+# The SDK package each provider engine is built on.
+ENGINE_PACKAGES: Final[dict[str, str]] = {"openai": "openai", "anthropic": "anthropic"}
 OVERRIDE_KEYS: Final[tuple[str, ...]] = ("system_prompt", "tools", "options")
 BUILTIN_REGISTRY_SLUG: Final = "builtin"
 DEFAULT_PROFILE_SLUG: Final = "default"
 OFFLINE_STYLES: Final[tuple[str, ...]] = ("friendly", "terse", "plan")
 MAX_TOKEN_DELAY_MS: Final = 10_000
 MAX_TOOL_ITERATIONS: Final = 50
+MAX_TIMEOUT_S: Final = 3600
+MAX_RETRIES: Final = 10
+MAX_OUTPUT_TOKENS: Final = 1_000_000
+# Options each provider engine understands (anything else is refused, so a typo does not go unnoticed).
+# Anthropic's Messages API (version 2026-10-21, SDK 2.x) refuses sampling settings: no temperature/top_p.
+PROVIDER_OPTIONS: Final[dict[str, tuple[str, ...]]] = {
+    "openai": ("temperature", "max_tokens", "top_p", "timeout_s", "max_retries", "max_tool_iterations"),
+    "anthropic": ("max_tokens", "timeout_s", "max_retries", "max_tool_iterations"),
+}
+MAX_TEMPERATURE: Final = 2.0
 
 _ENV_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_KEY_RE: Final = re.compile(
@@ -61,8 +78,53 @@ class ProfileError(ValueError):
 
 
 def engine_unavailable_reason(engine: str) -> str:
-    """Empty when the engine can run in this release, else why not."""
-    return "" if engine in AVAILABLE_ENGINES else "not available in this release"
+    """Empty when the engine can run here, else why not (unknown engine, SDK package not installed)."""
+    if engine not in AVAILABLE_ENGINES:
+        return "not available in this release"
+    package = ENGINE_PACKAGES.get(engine)
+    if package and importlib.util.find_spec(package) is None:
+        return f"the {package!r} package is not installed (pip install {package})"
+    return ""
+
+
+def api_key_env_for(engine: str, base_url: str | None, api_key_env: str | None) -> str | None:
+    """The environment variable a runtime reads its API key from, or None when it sends no real key.
+
+    - ``api_key_env`` named: that variable, whatever the endpoint.
+    - not named, no ``base_url``: the provider's usual variable (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``).
+    - not named, ``base_url`` set: None. A local server (Ollama, llama.cpp, vLLM…) gets a placeholder key,
+      so that a real provider key is never sent to an endpoint that was not given one explicitly.
+
+    The offline engine reads no key (None).
+    """
+    if engine not in PROVIDER_ENGINES:
+        return None
+    if api_key_env:
+        return api_key_env
+    if base_url:
+        return None
+    return DEFAULT_API_KEY_ENV[engine]
+
+
+def runtime_unusable_reason(
+    engine: str,
+    *,
+    model: str = "",
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """Empty when a runtime can run now, else why not. Only the key variable's presence is checked."""
+    reason = engine_unavailable_reason(engine)
+    if reason or engine not in PROVIDER_ENGINES:
+        return reason
+    if not model.strip():
+        return "runtime.model is not set"
+    env = os.environ if environ is None else environ
+    key_env = api_key_env_for(engine, base_url, api_key_env)
+    if key_env is not None and not env.get(key_env, "").strip():
+        return f"environment variable {key_env} is not set"
+    return ""
 
 
 def looks_like_secret_key(key: str) -> bool:
@@ -84,13 +146,11 @@ def check_options(engine: str, options: Mapping[str, Any]) -> None:
         canonical_json(dict(options))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"options must be plain JSON values: {exc}") from None
-    iterations = options.get("max_tool_iterations")
-    if iterations is not None and (
-        isinstance(iterations, bool)
-        or not isinstance(iterations, int)
-        or not 1 <= iterations <= MAX_TOOL_ITERATIONS
-    ):
+    if not _int_in(options.get("max_tool_iterations"), 1, MAX_TOOL_ITERATIONS):
         raise ValueError(f"options.max_tool_iterations must be an integer from 1 to {MAX_TOOL_ITERATIONS}")
+    if engine in PROVIDER_ENGINES:
+        _check_provider_options(engine, options)
+        return
     if engine != "offline":
         return
     delay = options.get("token_delay_ms")
@@ -104,6 +164,48 @@ def check_options(engine: str, options: Mapping[str, Any]) -> None:
     style = options.get("style")
     if style is not None and style not in OFFLINE_STYLES:
         raise ValueError(f"options.style must be one of {', '.join(OFFLINE_STYLES)}")
+
+
+def _int_in(value: Any, low: int, high: int) -> bool:
+    """True for None (not set) or an integer (not a bool) from ``low`` to ``high``."""
+    if value is None:
+        return True
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
+
+
+def _number_in(value: Any, low: float, high: float, *, low_open: bool = False) -> bool:
+    """True for None (not set) or a number (not a bool) in the range."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return (low < value if low_open else low <= value) and value <= high
+
+
+def _check_provider_options(engine: str, options: Mapping[str, Any]) -> None:
+    supported = PROVIDER_OPTIONS[engine]
+    if engine == "anthropic":
+        sampling = sorted(key for key in options if key in ("temperature", "top_p", "top_k"))
+        if sampling:
+            raise ValueError(
+                f"option(s) {', '.join(sampling)} not supported by engine anthropic: the Anthropic Messages "
+                "API (version 2026-10-21) refuses sampling settings"
+            )
+    unknown = sorted(key for key in options if key not in supported)
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) for engine {engine}: {', '.join(unknown)} (supported: {', '.join(supported)})"
+        )
+    if not _number_in(options.get("temperature"), 0, MAX_TEMPERATURE):
+        raise ValueError(f"options.temperature must be a number from 0 to {MAX_TEMPERATURE:g}")
+    if not _number_in(options.get("top_p"), 0, 1):
+        raise ValueError("options.top_p must be a number from 0 to 1")
+    if not _int_in(options.get("max_tokens"), 1, MAX_OUTPUT_TOKENS):
+        raise ValueError(f"options.max_tokens must be an integer from 1 to {MAX_OUTPUT_TOKENS}")
+    if not _number_in(options.get("timeout_s"), 0, MAX_TIMEOUT_S, low_open=True):
+        raise ValueError(f"options.timeout_s must be a number of seconds above 0, at most {MAX_TIMEOUT_S}")
+    if not _int_in(options.get("max_retries"), 0, MAX_RETRIES):
+        raise ValueError(f"options.max_retries must be an integer from 0 to {MAX_RETRIES}")
 
 
 def _none_to_empty(value: Any) -> Any:
@@ -245,7 +347,16 @@ class Profile(BaseModel):
 
     @property
     def usable(self) -> bool:
-        return not engine_unavailable_reason(self.runtime.engine)
+        """Whether the profile can run now (see :attr:`unusable_reason`)."""
+        return not self.unusable_reason
+
+    @property
+    def unusable_reason(self) -> str:
+        """Empty when usable, else why not: engine or SDK missing, no model, API key variable not set."""
+        rt = self.runtime
+        return runtime_unusable_reason(
+            rt.engine, model=rt.model, base_url=rt.base_url, api_key_env=rt.api_key_env
+        )
 
     def document(self, *, registry: str | None = None, is_default: bool | None = None) -> dict[str, Any]:
         """The profile as a JSON-ready document. Profiles never hold secret values (see module doc)."""
@@ -483,12 +594,27 @@ def load_registry_file(path: str | Path, *, tools: ToolRegistry | None = None) -
     return registry
 
 
-def builtin_registry(*, tools: ToolRegistry | None = None) -> ProfileRegistry:
-    """The registry shipped with the package (``builtin.yaml``): offline profiles that need no setup."""
+def builtin_registry(
+    *, tools: ToolRegistry | None = None, environ: Mapping[str, str] | None = None
+) -> ProfileRegistry:
+    """The registry shipped with the package (``builtin.yaml``).
+
+    Its offline profiles need no setup and are always there. Its provider profiles are there only when
+    their API key variable is set (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``) in ``environ`` (default: the
+    process environment) when the registry is loaded; only the variable's presence is looked at.
+    """
     resource = resources.files("webchat.runtimes").joinpath("builtin.yaml")
     registry = parse_registry_text(resource.read_text(encoding="utf-8"), source="builtin.yaml", tools=tools)
     if registry.slug != BUILTIN_REGISTRY_SLUG:
         raise ProfileError(f"builtin.yaml: registry slug must be {BUILTIN_REGISTRY_SLUG!r}")
+    env = os.environ if environ is None else environ
+    for slug, profile in list(registry.profiles.items()):
+        rt = profile.runtime
+        key_env = api_key_env_for(rt.engine, rt.base_url, rt.api_key_env)
+        if key_env is not None and not env.get(key_env, "").strip():
+            del registry.profiles[slug]
+    if DEFAULT_PROFILE_SLUG not in registry.profiles:
+        raise ProfileError(f"builtin.yaml: the {DEFAULT_PROFILE_SLUG!r} profile must need no API key")
     registry.source = Path(str(resource))
     return registry
 
