@@ -117,6 +117,10 @@ def test_hydration_plus_replay_matches_live(server: Server) -> None:
         assert chat(server, {"prompt": "hello there", "conv_id": conv, "profile": "fast"}).status_code == 200
         wait_turns_final(server.base_url, conv, 1)
         ws.wait_for(lambda evs: any(e["type"] == "llm.final" for e in evs))
+        # llm.final frames carry the turn's provenance record (webchat.inference@v1).
+        final_frame = ws.events("llm.final")[-1]
+        assert final_frame["metadata"]["inference"]["provider"] == "offline"
+        assert final_frame["metadata"]["inference"]["model_calls"] == 1
         live: dict[str, Any] = {}
         for e in ws.events():
             if e["type"] in ("ws.hello", "ws.pong"):

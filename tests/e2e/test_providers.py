@@ -176,7 +176,9 @@ def test_switch_offline_openai_anthropic_offline_with_failures_and_no_secrets(st
         assert len({b["inference_id"] for b in started}) == 4
         # The provider turns' served models differ from the requested ones, and usage was recorded.
         gpt_inference = finals[1]["parsed"]["metadata"]["webchat.inference@v1"]
-        assert gpt_inference["usage"]["cached_tokens"] == openai_fake.CACHED_TOKENS
+        # Two model calls (tool call, then the answer): the turn's usage is their sum.
+        assert gpt_inference["model_calls"] == 2
+        assert gpt_inference["usage"]["cached_tokens"] == 2 * openai_fake.CACHED_TOKENS
         claude_inference = finals[2]["parsed"]["metadata"]["webchat.inference@v1"]
         assert claude_inference["usage"]["cached_tokens"] == anthropic_fake.CACHE_READ_TOKENS
         assert claude_inference["finish_reason"] == "end_turn"

@@ -291,7 +291,9 @@ def test_runner_tool_loop_records_provenance(fake: tuple[FakeAnthropic, str]) ->
     assert inference["provider"] == "anthropic" and inference["request_model"] == "claude-fake"
     assert inference["response_model"] == served_model("claude-fake")
     assert inference["response_id"].startswith("msg_fake") and inference["finish_reason"] == "end_turn"
-    assert inference["usage"]["cached_tokens"] == CACHE_READ_TOKENS and "error" not in inference
+    # two model calls (tool call, answer): usage is the turn total
+    assert inference["model_calls"] == 2 and inference["usage"]["cached_tokens"] == 2 * CACHE_READ_TOKENS
+    assert "error" not in inference
     kinds = [b.kind for b in outcome.turn.blocks]
     assert kinds == ["system", "user", "llm_text", "tool_call", "tool_use", "llm_text"]
     assert outcome.turn.blocks[4].payload["result"] == "42"

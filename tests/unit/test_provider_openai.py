@@ -273,7 +273,9 @@ def test_runner_tool_loop_records_provenance(fake: tuple[FakeOpenAI, str]) -> No
     assert inference["provider"] == "openai" and inference["request_model"] == "gpt-fake"
     assert inference["response_model"] == served_model("gpt-fake")
     assert inference["response_id"].startswith("chatcmpl-fake") and inference["finish_reason"] == "stop"
-    assert inference["usage"]["cached_tokens"] == CACHED_TOKENS and "error" not in inference
+    # two model calls (tool call, answer): usage is the turn total
+    assert inference["model_calls"] == 2 and inference["usage"]["cached_tokens"] == 2 * CACHED_TOKENS
+    assert "error" not in inference
     kinds = [b.kind for b in outcome.turn.blocks]
     assert kinds == ["system", "user", "tool_call", "tool_use", "llm_text"]
     assert outcome.turn.blocks[3].payload["result"] == "42"

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from webchat.runtimes.engine import Engine, EngineError, ModelReply, ToolCall
+from webchat.runtimes.engine import Engine, EngineError, ModelReply, ToolCall, Usage
 from webchat.runtimes.resolve import ResolvedRuntime
 from webchat.runtimes.tools import ToolError, get_tool
 from webchat.stores.protocol import TurnStore
@@ -72,10 +72,12 @@ def _inference_metadata(
     started: float,
     ttft: float | None,
     failure: BaseException | None = None,
+    earlier: Usage | None = None,
 ) -> dict[str, Any]:
     """The ``webchat.inference@v1`` object. For a failed model call, what the engine learned of it before
     the failure (served model, response id, usage so far; :attr:`EngineError.reply`) is recorded in
-    place of the previous call's reply."""
+    place of the previous call's reply. ``earlier`` is the usage of the turn's previous model calls (a
+    tool loop makes several): the recorded usage is the whole turn's."""
     known = getattr(failure, "reply", None)
     if isinstance(known, ModelReply):
         reply = known
@@ -86,10 +88,14 @@ def _inference_metadata(
         "response_id": reply.response_id if reply else "",
         "finish_reason": reply.finish_reason if reply else "",
         "usage": {
-            "input_tokens": reply.usage.input_tokens if reply else 0,
-            "output_tokens": reply.usage.output_tokens if reply else 0,
-            "cached_tokens": reply.usage.cached_tokens if reply else 0,
+            "input_tokens": (reply.usage.input_tokens if reply else 0)
+            + (earlier.input_tokens if earlier else 0),
+            "output_tokens": (reply.usage.output_tokens if reply else 0)
+            + (earlier.output_tokens if earlier else 0),
+            "cached_tokens": (reply.usage.cached_tokens if reply else 0)
+            + (earlier.cached_tokens if earlier else 0),
         },
+        "model_calls": 0,
         "ttft_ms": None if ttft is None else round((ttft - started) * 1000, 3),
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
     }
@@ -156,6 +162,8 @@ async def run_turn(
     started = time.perf_counter()
     ttft: float | None = None
     reply: ModelReply | None = None
+    used: Usage | None = None  # usage of the turn's model calls so far
+    calls = 0
     cumulative = ""
 
     def add(block: Block) -> None:
@@ -198,6 +206,7 @@ async def run_turn(
                     meta,
                 )
 
+            calls += 1
             reply = await engine.complete(turn.copy(), runtime, on_delta)
             if reply.text:
                 add(Block(kind="llm_text", role="assistant", payload={"text": reply.text}))
@@ -209,9 +218,18 @@ async def run_turn(
                         payload={"id": call.id, "name": call.name, "args": call.arguments},
                     )
                 )
-            turn.metadata[keys.INFERENCE] = _inference_metadata(runtime, reply, started, ttft)
+            turn.metadata[keys.INFERENCE] = inference = _inference_metadata(
+                runtime, reply, started, ttft, None, used
+            )
+            inference["model_calls"] = calls
+            used = Usage(
+                input_tokens=inference["usage"]["input_tokens"],
+                output_tokens=inference["usage"]["output_tokens"],
+                cached_tokens=inference["usage"]["cached_tokens"],
+            )
             await save_after_pre("post_inference")
-            final_meta = dict(meta, model=reply.response_model, usage=turn.metadata[keys.INFERENCE]["usage"])
+            # llm.final frames carry the provenance record too (runtime-truth.md §2).
+            final_meta = dict(meta, model=reply.response_model, usage=inference["usage"], inference=inference)
             if not reply.tool_calls:
                 # The final snapshot is on disk before the client hears the turn is over.
                 await save_after_pre("final")
@@ -241,6 +259,16 @@ async def run_turn(
                 )
             )
         inference = _inference_metadata(runtime, reply, started, ttft, exc)
+        # Usage of the whole turn: completed calls, plus what the failed call reported (if anything).
+        known = getattr(exc, "reply", None)
+        failed_call = known.usage if isinstance(known, ModelReply) else Usage()
+        done = used or Usage()
+        inference["model_calls"] = calls
+        inference["usage"] = {
+            "input_tokens": done.input_tokens + failed_call.input_tokens,
+            "output_tokens": done.output_tokens + failed_call.output_tokens,
+            "cached_tokens": done.cached_tokens + failed_call.cached_tokens,
+        }
         # The underlying error's class (``openai.RateLimitError``) when the engine names one.
         inference["error"] = {
             "class": getattr(exc, "error_class", "") or exc.__class__.__name__,
@@ -257,7 +285,12 @@ async def run_turn(
                 await asyncio.shield(pre_saved)
             await asyncio.shield(save("post_inference"))
             await asyncio.shield(
-                publish("llm.error", message_id, {"id": message_id, "error": message, "code": code}, meta)
+                publish(
+                    "llm.error",
+                    message_id,
+                    {"id": message_id, "error": message, "code": code},
+                    dict(meta, inference=inference),
+                )
             )
         finally:
             if cancelled:
