@@ -24,7 +24,8 @@ class OutputFormat(StrEnum):
     csv = "csv"
 
 
-stdout = Console(soft_wrap=True)
+# On a terminal rich fits tables to its width; piped into a file or another program, rows stay whole.
+stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 240)
 stderr = Console(stderr=True, soft_wrap=True)
 
 
