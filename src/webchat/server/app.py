@@ -16,7 +16,7 @@ from webchat import __version__
 from webchat.conversations.service import ConversationService
 from webchat.runtimes.profiles import load_registries
 from webchat.runtimes.sqlite_registry import PROFILES_DB_NAME, open_profile_store
-from webchat.server import chat, debug, help, profiles, timeline, ws
+from webchat.server import chat, debug, help, profiles, timeline, web, ws
 from webchat.server.deps import Services
 from webchat.server.errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
 from webchat.server.limits import BodyLimitMiddleware
@@ -86,8 +86,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(timeline.router)
     app.include_router(profiles.router)
     app.include_router(help.router)
+    app.include_router(web.router)
     if settings.debug_enabled:
         app.include_router(debug.router)
+        app.include_router(web.debug_router)
     return app
 
 
