@@ -33,6 +33,8 @@ def test_keyboard_only_send(probe: PageProbe, web_server: Server) -> None:
     # Tab onwards: past the (disabled) Send button to the runtime selector; arrows change it.
     page.keyboard.press("Tab")
     expect(page.get_by_test_id("runtime-select")).to_be_focused()
+    # The options arrive from /api/chat/profiles: wait for them before using the arrows.
+    expect(page.get_by_test_id("runtime-select")).to_have_value("builtin/default")
     page.keyboard.press("ArrowDown")
     expect(page.get_by_test_id("runtime-select")).to_have_value("builtin/fast")
     page.keyboard.press("Shift+Tab")
