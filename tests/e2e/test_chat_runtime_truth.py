@@ -179,6 +179,7 @@ def test_restart_recovery_keeps_history_pointer_and_seq(tmp_path: Any) -> None:
         ws.wait_for(lambda evs: any(e["type"] == "ws.hello" for e in evs))
         hello = ws.events("ws.hello")[0]
         assert hello["data"]["runtime_key"] == "fast"
+        assert hello["seq"] == last_seq  # a clean stop wrote everything: no numbers skipped
         r = chat(srv, {"prompt": "what did I say earlier?", "conv_id": conv, "profile": "planner"})
         assert r.status_code == 200
         items = wait_turns_final(srv.base_url, conv, 2)

@@ -100,3 +100,49 @@ def test_shutdown_mid_turn_records_the_turn(tmp_path: Path) -> None:
     finally:
         conn.close()
     assert any(queued.json()["turn_id"] in p and "not_run" in p for p in props)
+
+
+def test_seq_never_reused_after_a_crash(tmp_path: Path) -> None:
+    """kill -9 loses frames not yet written; their seq numbers must still never come back."""
+    import signal
+
+    from tests.e2e.client import FrameCollector
+
+    data = tmp_path / "data"
+    srv = start_server(data)
+    conv = str(uuid.uuid4())
+    try:
+        ws = FrameCollector(srv.ws_url, conv)
+        r = httpx.post(
+            srv.base_url + "/chat", json={"prompt": "before the crash", "conv_id": conv, "profile": "fast"}
+        )
+        assert r.status_code == 200
+        ws.wait_for(lambda evs: any(e["type"] == "llm.final" for e in evs))
+        seen = max(e["seq"] for e in ws.events())
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait(timeout=10)
+        ws.close()
+    finally:
+        srv.stop()
+    srv = start_server(data)
+    try:
+        ws = FrameCollector(srv.ws_url, conv)
+        ws.wait_for(lambda evs: any(e["type"] == "ws.hello" for e in evs))
+        # The crashed process never marked the conversation closed: its seq numbers are skipped past.
+        from webchat.events.hub import SEQ_GAP_AFTER_UNCLEAN_STOP
+
+        assert ws.events("ws.hello")[0]["seq"] >= seen + SEQ_GAP_AFTER_UNCLEAN_STOP
+        r = httpx.post(
+            srv.base_url + "/chat", json={"prompt": "after the crash", "conv_id": conv, "profile": "fast"}
+        )
+        assert r.status_code == 200
+        ws.wait_for(lambda evs: any(e["type"] == "llm.final" for e in evs))
+        new = [e["seq"] for e in ws.events() if e["type"] not in ("ws.hello", "ws.pong")]
+        assert new and min(new) > seen
+        assert new == sorted(new)
+        # The turn written before the crash is still there, with its runtime.
+        items = wait_turns_final(srv.base_url, conv, 2)
+        assert {i["runtime_key"] for i in items} == {"fast"}
+        ws.close()
+    finally:
+        srv.stop()

@@ -244,3 +244,23 @@ def test_a_failed_write_still_delivers(tmp_path: Path, caplog: pytest.LogCapture
     finally:
         store.close()
     assert "could not persist events seq=8..8" in caplog.text
+
+
+def test_unclean_stop_skips_seq_numbers_and_backpressure_bounds_unwritten(store: SQLiteTimelineStore) -> None:
+    from webchat.events.hub import MAX_UNWRITTEN, SEQ_GAP_AFTER_UNCLEAN_STOP
+
+    async def main() -> None:
+        store.apply("c", 10, [])
+        registry = HubRegistry(store)
+        hub = await registry.get_or_create("c", after_unclean_stop=True)
+        assert hub.version == 10 + SEQ_GAP_AFTER_UNCLEAN_STOP
+        clean = await HubRegistry(store).get_or_create("d")
+        assert clean.version == 0
+        # However fast a publisher goes, no more than about MAX_UNWRITTEN events wait for their write.
+        for i in range(3 * MAX_UNWRITTEN):
+            await clean.publish("llm.delta", "a", {"cumulative": str(i)}, META)
+            assert clean.version - clean.persisted_version <= MAX_UNWRITTEN
+        await clean.flush()
+        assert store.current_version("d") == 3 * MAX_UNWRITTEN
+
+    asyncio.run(main())

@@ -25,6 +25,8 @@ from webchat.turns.model import Block
 log = logging.getLogger("webchat.conversations")
 
 IDEMPOTENCY_CAPACITY = 10_000
+# Conversation index status written once a conversation's events are all written and it leaves memory.
+CLOSED = "closed"
 
 
 class ConversationNotFound(Exception):
@@ -93,7 +95,9 @@ class ConversationService:
                 raise ConversationNotFound(conv_id)
             session_id = (record.session_id if record else "") or (snapshot.session_id if snapshot else "")
             history = [b for b in snapshot.turn.blocks if b.kind != "system"] if snapshot else []
-            hub = await self.hubs.get_or_create(conv_id)
+            # A conversation not marked closed was last used by a process that stopped uncleanly.
+            unclean = record is not None and record.status != CLOSED
+            hub = await self.hubs.get_or_create(conv_id, after_unclean_stop=unclean)
             conv = Conversation(
                 conv_id=conv_id,
                 session_id=session_id or str(uuid.uuid4()),
@@ -221,7 +225,7 @@ class ConversationService:
             if not conv.queue:
                 return
 
-    def _idle_record(self, conv: Conversation) -> ConversationRecord:
+    def _idle_record(self, conv: Conversation, status: str = "idle") -> ConversationRecord:
         return ConversationRecord(
             conv_id=conv.conv_id,
             session_id=conv.session_id,
@@ -230,7 +234,7 @@ class ConversationService:
             last_activity_ms=conv.last_activity_ms,
             last_seen_version=conv.hub.version,
             has_timeline=True,
-            status="idle",
+            status=status,
             last_error="",
         )
 
@@ -288,6 +292,7 @@ class ConversationService:
                 await conv.hub.flush()
                 if conv.busy or conv.hub.subscriber_count:
                     continue  # became active while its writes were flushed
+                await self._mark_closed(conv)
                 self._live.pop(conv.conv_id, None)
                 self.hubs.remove(conv.conv_id)
                 evicted.append(conv.conv_id)
@@ -323,3 +328,11 @@ class ConversationService:
             if still:
                 await asyncio.gather(*still, return_exceptions=True)
         await self.hubs.flush_all()
+        for conv in list(self._live.values()):
+            await self._mark_closed(conv)
+
+    async def _mark_closed(self, conv: Conversation) -> None:
+        """Record that every event of the conversation is written (only for indexed conversations)."""
+        if conv.hub.version == 0 and not conv.restored:
+            return  # a socket was opened, nothing was ever said: keep it out of the index
+        await asyncio.to_thread(self.timeline.upsert_conversation, self._idle_record(conv, CLOSED))

@@ -35,6 +35,12 @@ DEFAULT_MAX_QUEUE = 1000
 # Entities the projector may update next (the streaming message, running tools) stay in memory;
 # older ones are read back from the store when an event touches them again.
 ENTITY_CACHE_SIZE = 256
+# At most about this many delivered events may wait for their write: a publisher that finds more
+# waits for the writer (backpressure). After an unclean stop (a crash), a reopened conversation's
+# seq skips SEQ_GAP_AFTER_UNCLEAN_STOP numbers, more than could have been delivered but not written,
+# so no seq a client may have seen is ever reused.
+MAX_UNWRITTEN = 256
+SEQ_GAP_AFTER_UNCLEAN_STOP = 4 * MAX_UNWRITTEN
 
 
 class SubscriptionClosed(Exception):
@@ -180,8 +186,11 @@ class ConversationHub:
         self._pending.append(event)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._write_pending())
-        # Let subscribers' senders run between events, as a publisher streaming tokens would.
-        await asyncio.sleep(0)
+        if self._version - self._persisted_version >= MAX_UNWRITTEN:
+            await self.flush()
+        else:
+            # Let subscribers' senders run between events, as a publisher streaming tokens would.
+            await asyncio.sleep(0)
         return event
 
     async def flush(self) -> None:
@@ -278,11 +287,15 @@ class HubRegistry:
         self._buffer_size = buffer_size
         self._hubs: dict[str, ConversationHub] = {}
 
-    async def get_or_create(self, conv_id: str) -> ConversationHub:
+    async def get_or_create(self, conv_id: str, *, after_unclean_stop: bool = False) -> ConversationHub:
+        """The conversation's hub; ``after_unclean_stop`` when the last process using it did not close
+        it cleanly (its last delivered events may be unwritten, so their seq numbers are skipped)."""
         hub = self._hubs.get(conv_id)
         if hub is not None:
             return hub
         version = await asyncio.to_thread(self._store.current_version, conv_id)
+        if after_unclean_stop:
+            version += SEQ_GAP_AFTER_UNCLEAN_STOP
         # Another caller may have created it while the version was read.
         hub = self._hubs.get(conv_id)
         if hub is None:
