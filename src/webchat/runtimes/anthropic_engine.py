@@ -25,7 +25,7 @@ import asyncio
 import importlib
 import json
 import re
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from webchat.runtimes.engine import DeltaSink, EngineError, ModelReply, error_class_name
 from webchat.runtimes.provider_common import (
@@ -35,19 +35,14 @@ from webchat.runtimes.provider_common import (
     interrupted,
     max_retries,
     max_tokens,
-    provider_detail,
-    provider_failure,
     read_api_key,
     read_conversation,
-    retries_taken,
+    sdk_failure,
     timeout_s,
 )
 from webchat.runtimes.resolve import ResolvedRuntime
 from webchat.runtimes.tools import ToolError, default_tool_registry
 from webchat.turns.model import Turn
-
-if TYPE_CHECKING:
-    import anthropic
 
 PROVIDER: Final = "anthropic"
 ANTHROPIC_BASE_URL: Final = "https://api.anthropic.com"
@@ -251,66 +246,10 @@ class AnthropicEngine:
                         text = read_event(state, event, seen)
                         if text:
                             await on_delta(text)
-        except anthropic.AnthropicError as exc:
-            raise self._failure(exc, state, runtime, api_key) from None
-        except httpx2.TimeoutException as exc:
-            raise provider_failure(
-                state=state,
-                kind="timeout",
-                detail=str(exc),
-                error_class=error_class_name(exc),
-                endpoint=endpoint(runtime),
-                timeout=timeout_s(runtime),
-                secrets=[api_key],
-            ) from None
-        except httpx2.TransportError as exc:
-            raise provider_failure(
-                state=state,
-                kind="connection",
-                detail=str(exc) or type(exc).__name__,
-                error_class=error_class_name(exc),
-                endpoint=endpoint(runtime),
-                secrets=[api_key],
+        except (anthropic.AnthropicError, httpx2.TimeoutException, httpx2.TransportError) as exc:
+            raise sdk_failure(
+                anthropic, exc, state, endpoint=endpoint(runtime), timeout=timeout_s(runtime), api_key=api_key
             ) from None
         if not state.completed:
             raise interrupted(state, endpoint(runtime))
         return state.reply()
-
-    @staticmethod
-    def _failure(
-        exc: anthropic.AnthropicError, state: StreamState, runtime: ResolvedRuntime, api_key: str
-    ) -> EngineError:
-        import anthropic
-
-        common: dict[str, Any] = {
-            "state": state,
-            "error_class": error_class_name(exc),
-            "endpoint": endpoint(runtime),
-            "secrets": [api_key],
-        }
-        if isinstance(exc, anthropic.APITimeoutError):
-            return provider_failure(
-                kind="timeout",
-                detail=str(exc),
-                timeout=timeout_s(runtime),
-                retries=retries_taken(exc.request),
-                **common,
-            )
-        if isinstance(exc, anthropic.APIConnectionError):
-            cause = exc.__cause__
-            detail = f"{exc.message} ({cause})" if cause is not None and str(cause) else exc.message
-            return provider_failure(
-                kind="connection", detail=detail, retries=retries_taken(exc.request), **common
-            )
-        if isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 400:
-            return provider_failure(
-                kind="status",
-                status=exc.status_code,
-                detail=provider_detail(exc.body, exc.message),
-                retries=retries_taken(exc.request),
-                **common,
-            )
-        if isinstance(exc, anthropic.APIError):
-            # An ``error`` event inside a stream that had started with HTTP 200.
-            return provider_failure(kind="api", detail=provider_detail(exc.body, exc.message), **common)
-        return provider_failure(kind="other", detail=str(exc) or type(exc).__name__, **common)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from webchat.runtimes.engine import DeltaSink, EngineError, ModelReply, error_class_name
 from webchat.runtimes.provider_common import (
@@ -31,20 +31,15 @@ from webchat.runtimes.provider_common import (
     interrupted,
     max_retries,
     max_tokens,
-    provider_detail,
-    provider_failure,
     read_api_key,
     read_conversation,
-    retries_taken,
     sampling_options,
+    sdk_failure,
     timeout_s,
 )
 from webchat.runtimes.resolve import ResolvedRuntime
 from webchat.runtimes.tools import ToolError, default_tool_registry
 from webchat.turns.model import Turn
-
-if TYPE_CHECKING:
-    import openai
 
 PROVIDER: Final = "openai"
 OPENAI_BASE_URL: Final = "https://api.openai.com/v1"
@@ -215,65 +210,10 @@ class OpenAIEngine:
                         text = read_chunk(state, chunk)
                         if text:
                             await on_delta(text)
-        except openai.OpenAIError as exc:
-            raise self._failure(exc, state, runtime, api_key) from None
-        except httpx2.TimeoutException as exc:  # the SDK wraps these; kept for safety
-            raise provider_failure(
-                state=state,
-                kind="timeout",
-                detail=str(exc),
-                error_class=error_class_name(exc),
-                endpoint=endpoint(runtime),
-                timeout=timeout_s(runtime),
-                secrets=[api_key],
-            ) from None
-        except httpx2.TransportError as exc:
-            raise provider_failure(
-                state=state,
-                kind="connection",
-                detail=str(exc) or type(exc).__name__,
-                error_class=error_class_name(exc),
-                endpoint=endpoint(runtime),
-                secrets=[api_key],
+        except (openai.OpenAIError, httpx2.TimeoutException, httpx2.TransportError) as exc:
+            raise sdk_failure(
+                openai, exc, state, endpoint=endpoint(runtime), timeout=timeout_s(runtime), api_key=api_key
             ) from None
         if not state.completed:
             raise interrupted(state, endpoint(runtime))
         return state.reply()
-
-    @staticmethod
-    def _failure(
-        exc: openai.OpenAIError, state: StreamState, runtime: ResolvedRuntime, api_key: str
-    ) -> EngineError:
-        import openai
-
-        common: dict[str, Any] = {
-            "state": state,
-            "error_class": error_class_name(exc),
-            "endpoint": endpoint(runtime),
-            "secrets": [api_key],
-        }
-        if isinstance(exc, openai.APITimeoutError):
-            return provider_failure(
-                kind="timeout",
-                detail=str(exc),
-                timeout=timeout_s(runtime),
-                retries=retries_taken(exc.request),
-                **common,
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__
-            detail = f"{exc.message} ({cause})" if cause is not None and str(cause) else exc.message
-            return provider_failure(
-                kind="connection", detail=detail, retries=retries_taken(exc.request), **common
-            )
-        if isinstance(exc, openai.APIStatusError):
-            return provider_failure(
-                kind="status",
-                status=exc.status_code,
-                detail=provider_detail(exc.body, exc.message),
-                retries=retries_taken(exc.request),
-                **common,
-            )
-        if isinstance(exc, openai.APIError):
-            return provider_failure(kind="api", detail=provider_detail(exc.body, exc.message), **common)
-        return provider_failure(kind="other", detail=str(exc) or type(exc).__name__, **common)

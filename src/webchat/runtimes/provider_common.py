@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from webchat.runtimes.engine import EngineError, ModelReply, ToolCall, Usage
+from webchat.runtimes.engine import EngineError, ModelReply, ToolCall, Usage, error_class_name
 from webchat.runtimes.profiles import api_key_env_for
 from webchat.runtimes.resolve import ResolvedRuntime
 from webchat.turns.model import Block
@@ -397,6 +397,51 @@ def provider_failure(
         status=status,
         reply=state.reply(),
     )
+
+
+def sdk_failure(
+    sdk: Any, exc: BaseException, state: StreamState, *, endpoint: str, timeout: float, api_key: str
+) -> EngineError:
+    """Classify an exception raised through the ``openai`` or ``anthropic`` SDK (``sdk`` is the module).
+
+    Both SDKs share one client design: the same exception classes (timeout, connection, HTTP status,
+    in-stream API error) with the same attributes; their HTTP layer's own timeouts and transport errors
+    are classified the same way when they escape unwrapped.
+    """
+    import httpx2
+
+    common: dict[str, Any] = {
+        "state": state,
+        "error_class": error_class_name(exc),
+        "endpoint": endpoint,
+        "secrets": [api_key],
+    }
+    if isinstance(exc, sdk.APITimeoutError):
+        return provider_failure(
+            kind="timeout", detail=str(exc), timeout=timeout, retries=retries_taken(exc.request), **common
+        )
+    if isinstance(exc, sdk.APIConnectionError):
+        cause = exc.__cause__
+        detail = f"{exc.message} ({cause})" if cause is not None and str(cause) else exc.message
+        return provider_failure(
+            kind="connection", detail=detail, retries=retries_taken(exc.request), **common
+        )
+    if isinstance(exc, sdk.APIStatusError) and exc.status_code >= 400:
+        return provider_failure(
+            kind="status",
+            status=exc.status_code,
+            detail=provider_detail(exc.body, exc.message),
+            retries=retries_taken(exc.request),
+            **common,
+        )
+    if isinstance(exc, sdk.APIError):
+        # e.g. an ``error`` event inside a stream that had started with HTTP 200
+        return provider_failure(kind="api", detail=provider_detail(exc.body, exc.message), **common)
+    if isinstance(exc, httpx2.TimeoutException):
+        return provider_failure(kind="timeout", detail=str(exc), timeout=timeout, **common)
+    if isinstance(exc, httpx2.TransportError):
+        return provider_failure(kind="connection", detail=str(exc) or type(exc).__name__, **common)
+    return provider_failure(kind="other", detail=str(exc) or type(exc).__name__, **common)
 
 
 def interrupted(state: StreamState, endpoint: str) -> EngineError:
