@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,17 +46,15 @@ def open_readonly(path: Path) -> Any:
         raise fail(f"{path}: no such store (check --data-dir / --turns-db)")
     try:
         conn = connect(path, readonly=True)
-        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-    except Exception as exc:  # a corrupt file or not a database at all
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # a corrupt file fails here
+    except (StoreError, sqlite3.Error) as exc:
         raise fail(f"{path}: cannot read store: {exc}") from exc
     try:
         yield conn
     except StoreError as exc:
         raise fail(str(exc)) from exc
-    except Exception as exc:
-        if exc.__class__.__module__ == "sqlite3":
-            raise fail(f"{path}: {exc}") from exc
-        raise
+    except sqlite3.Error as exc:
+        raise fail(f"{path}: {exc}") from exc
     finally:
         conn.close()
 

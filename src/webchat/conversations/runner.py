@@ -11,7 +11,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from webchat.runtimes.engine import Engine, EngineError, ModelReply, ToolCall, Usage
@@ -41,7 +41,6 @@ class PendingTurn:
     runtime: ResolvedRuntime
     idempotency_key: str
     prompt_event_id: str
-    accepted_at_ms: int = field(default_factory=now_ms)
     inference_id: str = ""
     queued: bool = False
 

@@ -21,18 +21,17 @@ from the environment at each call and lives only in the SDK client of that call.
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import json
 import re
 from typing import Any, Final
 
-from webchat.runtimes.engine import DeltaSink, EngineError, ModelReply, error_class_name
+from webchat.runtimes.engine import DeltaSink, EngineError, ModelReply
 from webchat.runtimes.provider_common import (
     Conversation,
     StreamState,
     connect_timeout_s,
     interrupted,
+    load_sdk,
     max_retries,
     max_tokens,
     read_api_key,
@@ -49,18 +48,6 @@ ANTHROPIC_BASE_URL: Final = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS: Final = 4096
 EMPTY_TEXT: Final = "(empty message)"  # the API refuses empty text blocks
 _ID_UNSAFE: Final = re.compile(r"[^A-Za-z0-9_-]")
-
-
-async def load_sdk() -> None:
-    """Import the SDK in a worker thread, so that its slow first import does not stall the event loop."""
-    try:
-        await asyncio.to_thread(importlib.import_module, "anthropic")
-    except ImportError as exc:
-        raise EngineError(
-            "engine 'anthropic' cannot run: the 'anthropic' package is not installed (pip install anthropic)",
-            code="engine_unavailable",
-            error_class=error_class_name(exc),
-        ) from None
 
 
 def endpoint(runtime: ResolvedRuntime) -> str:
@@ -225,7 +212,7 @@ class AnthropicEngine:
                 code="engine_failed",
             )
         request = build_request(runtime, turn)
-        await load_sdk()
+        await load_sdk("anthropic")
         import anthropic
         import httpx2
 

@@ -17,18 +17,17 @@ lives only in the SDK client of that call.
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import json
 from typing import Any, Final
 
-from webchat.runtimes.engine import DeltaSink, EngineError, ModelReply, error_class_name
+from webchat.runtimes.engine import DeltaSink, EngineError, ModelReply
 from webchat.runtimes.provider_common import (
     ChatMessage,
     Conversation,
     StreamState,
     connect_timeout_s,
     interrupted,
+    load_sdk,
     max_retries,
     max_tokens,
     read_api_key,
@@ -43,19 +42,6 @@ from webchat.turns.model import Turn
 
 PROVIDER: Final = "openai"
 OPENAI_BASE_URL: Final = "https://api.openai.com/v1"
-
-
-async def load_sdk() -> None:
-    """Import the SDK in a worker thread: its first import takes a second or more, and must not stall
-    the event loop (other conversations keep streaming meanwhile)."""
-    try:
-        await asyncio.to_thread(importlib.import_module, "openai")
-    except ImportError as exc:
-        raise EngineError(
-            "engine 'openai' cannot run: the 'openai' package is not installed (pip install openai)",
-            code="engine_unavailable",
-            error_class=error_class_name(exc),
-        ) from None
 
 
 def endpoint(runtime: ResolvedRuntime) -> str:
@@ -190,7 +176,7 @@ class OpenAIEngine:
                 code="engine_failed",
             )
         request = build_request(runtime, turn)
-        await load_sdk()
+        await load_sdk("openai")
         import httpx2
         import openai
 

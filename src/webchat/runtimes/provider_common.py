@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
 import os
 import re
@@ -172,6 +174,19 @@ def parse_arguments(raw: str) -> dict[str, Any]:
 
 
 # --- key and options ---------------------------------------------------------------------------------
+
+
+async def load_sdk(module: str) -> None:
+    """Import a provider SDK in a worker thread: its first import takes a second or more and must not
+    stall the event loop (other conversations keep streaming meanwhile)."""
+    try:
+        await asyncio.to_thread(importlib.import_module, module)
+    except ImportError as exc:
+        raise EngineError(
+            f"engine {module!r} cannot run: the {module!r} package is not installed (pip install {module})",
+            code="engine_unavailable",
+            error_class=error_class_name(exc),
+        ) from None
 
 
 def read_api_key(runtime: ResolvedRuntime) -> str:

@@ -19,7 +19,6 @@ GEPPETTO_RUNTIME: Final = "geppetto.runtime@v1"
 # Backfill priority (runtime-truth.md §5): first non-empty wins.
 RUNTIME_KEY_SOURCES: Final[tuple[str, ...]] = (RUNTIME, GEPPETTO_RUNTIME, "runtime", "runtime_key")
 INFERENCE_ID_SOURCES: Final[tuple[str, ...]] = (INFERENCE_ID, GEPPETTO_INFERENCE_ID, "inference_id")
-SESSION_ID_SOURCES: Final[tuple[str, ...]] = (SESSION_ID, GEPPETTO_SESSION_ID, "session_id")
 
 # Nested keys consulted, in order, when a metadata value is an object.
 NESTED_VALUE_KEYS: Final[tuple[str, ...]] = (

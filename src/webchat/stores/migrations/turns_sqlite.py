@@ -24,7 +24,7 @@ from webchat.stores.migrations.backfill import (
     resolve_runtime_key,
 )
 from webchat.stores.protocol import SchemaTooNewError, StoreError
-from webchat.stores.sqlite.connection import begin_immediate, connect, run_in_transaction
+from webchat.stores.sqlite.connection import connect, run_in_transaction
 from webchat.stores.sqlite.turn_schema import (
     BLOCKS_ADDABLE_COLUMNS,
     COMPONENT,
@@ -571,7 +571,6 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "MigrationReport",
     "UnparseableRow",
-    "begin_immediate",
     "check_version",
     "detect_layout",
     "migrate_turns_db",

@@ -265,9 +265,6 @@ WITH snaps AS (
         items = self.list_snapshots(TurnQuery(conv_id=conv_id, limit=1))
         return items[0] if items else None
 
-    def conversation_ids(self) -> list[str]:
-        return [r[0] for r in self._read().execute("SELECT DISTINCT conv_id FROM turns ORDER BY conv_id")]
-
     def close(self) -> None:
         with self._writer_lock:
             if self._writer_instance is not None:
