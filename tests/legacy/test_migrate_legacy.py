@@ -666,7 +666,7 @@ def test_two_processes_do_not_migrate_at_once(tmp_path: Path) -> None:
         wait_for_cursor(path, proc)
         # a short lock timeout: a clear StoreError, and the other migration goes on unharmed
         started = time.monotonic()
-        with pytest.raises(StoreError, match="another process"):
+        with pytest.raises(StoreError, match="is in use by web-chat db migrate"):
             migrate_turns_db(path, lock_timeout_s=0.2)
         assert time.monotonic() - started < 5
         assert proc.poll() is None

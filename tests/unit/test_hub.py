@@ -32,22 +32,74 @@ async def take(sub: Subscription, n: int) -> list[Event]:
 def test_seq_increases_and_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "timeline.db"
 
-    async def session(expected_first: int) -> int:
+    async def session(after: int) -> int:
         store = SQLiteTimelineStore(path)
         try:
             hub = await HubRegistry(store).get_or_create("c")
-            assert hub.version == expected_first - 1
             first = await hub.publish("chat.message", "u", {"content": "hi"}, META)
             second = await hub.publish("chat.turn_done", "t1", {})  # no entity, the version still moves
-            assert (first.seq, second.seq) == (expected_first, expected_first + 1)
+            assert after < first.seq and second.seq == first.seq + 1
             await hub.flush()
             assert store.current_version("c") == second.seq
+            # The seqs a client saw are reserved on disk before any frame carried them.
+            assert store.reserved_seq("c") >= second.seq
             return second.seq
         finally:
             store.close()
 
-    last = asyncio.run(session(1))
-    assert asyncio.run(session(last + 1)) == last + 2
+    last = asyncio.run(session(0))
+    assert last == 2
+    again = asyncio.run(session(last))
+    assert asyncio.run(session(again)) > again
+
+
+def test_no_seq_is_reused_when_nothing_was_written(tmp_path: Path) -> None:
+    """A process that delivered frames but wrote none of them (a crash, a full disk) never lets the next
+    process hand the same seqs out again."""
+    path = tmp_path / "timeline.db"
+    SQLiteTimelineStore(path).close()
+    failing = FailingStore(path)
+
+    async def crashed() -> list[int]:
+        hub = await HubRegistry(failing).get_or_create("c")
+        return [(await hub.publish("llm.delta", "a", {"delta": "x"}, META)).seq for _ in range(40)]
+
+    try:
+        seen = asyncio.run(crashed())
+    finally:
+        failing.close()
+    assert seen == list(range(1, 41))
+    store = SQLiteTimelineStore(path)
+    try:
+        assert store.current_version("c") == 0  # not one event was written
+
+        async def restarted() -> int:
+            hub = await HubRegistry(store).get_or_create("c")
+            return (await hub.publish("chat.message", "u", {"content": "hi"}, META)).seq
+
+        assert asyncio.run(restarted()) > max(seen)
+    finally:
+        store.close()
+
+
+def test_a_failed_reservation_fails_the_publish_and_sends_nothing(tmp_path: Path) -> None:
+    class NoReservations(SQLiteTimelineStore):
+        def reserve_seq(self, conv_id: str, upto: int) -> None:
+            raise StoreError("disk full")
+
+    store = NoReservations(tmp_path / "timeline.db")
+
+    async def main() -> None:
+        hub = ConversationHub("c", store)
+        sub = hub.subscribe()
+        with pytest.raises(StoreError):
+            await hub.publish("llm.start", "a", {}, META)
+        assert sub.pending == 0 and hub.version == 0
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
 
 
 def test_delivery_does_not_wait_for_the_store_and_flush_catches_up(store: SQLiteTimelineStore) -> None:
@@ -237,6 +289,7 @@ def test_a_failed_write_still_delivers(tmp_path: Path, caplog: pytest.LogCapture
         assert event.seq == 8 and (await sub.get()) == event
         await hub.flush()
         assert store.calls == 1
+        assert not hub.fully_written  # so the conversation is never marked cleanly closed
         assert (await hub.publish("chat.turn_done", "t", {})).seq == 9
 
     try:
@@ -246,14 +299,17 @@ def test_a_failed_write_still_delivers(tmp_path: Path, caplog: pytest.LogCapture
     assert "could not persist events seq=8..8" in caplog.text
 
 
-def test_unclean_stop_skips_seq_numbers_and_backpressure_bounds_unwritten(store: SQLiteTimelineStore) -> None:
-    from webchat.events.hub import MAX_UNWRITTEN, SEQ_GAP_AFTER_UNCLEAN_STOP
+def test_a_hub_starts_above_written_and_reserved_seqs_and_backpressure_bounds_unwritten(
+    store: SQLiteTimelineStore,
+) -> None:
+    from webchat.events.hub import MAX_UNWRITTEN
 
     async def main() -> None:
         store.apply("c", 10, [])
-        registry = HubRegistry(store)
-        hub = await registry.get_or_create("c", after_unclean_stop=True)
-        assert hub.version == 10 + SEQ_GAP_AFTER_UNCLEAN_STOP
+        assert (await HubRegistry(store).get_or_create("c")).version == 10
+        store.reserve_seq("c", 700)
+        store.reserve_seq("c", 650)  # reservations only grow
+        assert (await HubRegistry(store).get_or_create("c")).version == 700
         clean = await HubRegistry(store).get_or_create("d")
         assert clean.version == 0
         # However fast a publisher goes, no more than about MAX_UNWRITTEN events wait for their write.

@@ -39,13 +39,25 @@ def serve(
     data_dir: DataDirOpt = None,
     turns_db: TurnsDbOpt = None,
     timeline_db: TimelineDbOpt = None,
+    max_running: Annotated[
+        int | None,
+        typer.Option(
+            "--max-running",
+            min=1,
+            max=10_000,
+            help="Turns that run at once across conversations; the rest wait in the order accepted.",
+            envvar="WEBCHAT_MAX_RUNNING",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the chat server with the web UI, the chat API and (on loopback) the debug API."""
     import uvicorn
 
-    from webchat.server.app import create_app
+    from webchat.runtimes.profiles import load_registries
+    from webchat.server.app import create_app, open_stores
     from webchat.server.settings import Settings
+    from webchat.stores.protocol import StoreError
 
     overrides: dict[str, Any] = {"host": host, "port": port}
     for key, value in (
@@ -54,6 +66,7 @@ def serve(
         ("timeline_db", timeline_db),
         ("debug_api", debug_api),
         ("debug_token", debug_token),
+        ("max_running", max_running),
     ):
         if value is not None:
             overrides[key] = value
@@ -62,9 +75,22 @@ def serve(
     try:
         settings = Settings(**overrides)
         settings.validate_security()
-        app = create_app(settings)
+        registries = load_registries(settings.profiles)
     except Exception as exc:
-        error(str(exc))
+        error(_one_line(exc))
+        raise typer.Exit(2) from exc
+    # The stores are opened (and their owner lock taken) before the server starts, so an unusable or
+    # busy store is one line and exit 2, never a traceback from inside the server.
+    try:
+        stores = open_stores(settings, registries)
+    except (StoreError, OSError, ValueError) as exc:
+        error(_one_line(exc))
+        raise typer.Exit(2) from exc
+    try:
+        app = create_app(settings, stores)
+    except Exception as exc:
+        stores.close()
+        error(_one_line(exc))
         raise typer.Exit(2) from exc
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     print(f"web-chat: serving on http://{shown}:{port}/  (data: {settings.data_dir})", flush=True)
@@ -76,3 +102,7 @@ def serve(
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
         ws_ping_interval=20,
     )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or exc.__class__.__name__

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,8 @@ from webchat.runtimes.tools import ToolError, get_tool
 from webchat.stores.protocol import TurnStore
 from webchat.turns import keys
 from webchat.turns.model import Block, Turn
+
+log = logging.getLogger("webchat.conversations")
 
 Publish = Callable[[str, str, dict[str, Any], dict[str, Any] | None], Awaitable[Any]]
 
@@ -43,6 +46,11 @@ class PendingTurn:
     prompt_event_id: str
     inference_id: str = ""
     queued: bool = False
+    position: int = 0
+    accept_seq: int = 0
+    # The code a cancellation of this turn is recorded with: ``interrupted`` when the server stops,
+    # ``cancelled`` when a user stops it.
+    cancel_code: str = "cancelled"
 
 
 @dataclass
@@ -243,12 +251,15 @@ async def run_turn(
         raise EngineError("the tool loop ended without a final answer", code="max_tool_iterations")
     except (EngineError, asyncio.CancelledError, Exception) as exc:
         cancelled = isinstance(exc, asyncio.CancelledError)
-        code = getattr(exc, "code", "") or ("cancelled" if cancelled else "internal_error")
-        message = (
-            "the server stopped while this turn was running"
-            if cancelled
-            else str(exc) or exc.__class__.__name__
-        )
+        code = getattr(exc, "code", "") or (pending.cancel_code if cancelled else "internal_error")
+        if cancelled:
+            message = (
+                "the server stopped while this turn was running"
+                if code == "interrupted"
+                else "the turn was stopped before it finished"
+            )
+        else:
+            message = str(exc) or exc.__class__.__name__
         # What was streamed before the failure is kept, marked partial.
         partial = getattr(exc, "partial_text", "") or cumulative
         if partial:
@@ -282,7 +293,11 @@ async def run_turn(
         try:
             with contextlib.suppress(Exception):
                 await asyncio.shield(pre_saved)
-            await asyncio.shield(save("post_inference"))
+            try:
+                await asyncio.shield(save("post_inference"))
+            except Exception as save_exc:
+                # The client still hears that the turn ended; the operator finds the reason in the log.
+                log.error("turn %s: could not record its failure: %s", pending.turn_id, save_exc)
             await asyncio.shield(
                 publish(
                     "llm.error",

@@ -3,7 +3,9 @@
 For every published event, synchronously on the event loop (so seq order == delivery order, whatever the
 number of concurrent publishers):
 
-1. the next ``seq`` (seeded from the timeline store, so it keeps increasing across restarts);
+1. the next ``seq``. Seqs are reserved durably in blocks before any frame carries one
+   (:meth:`TimelineStore.reserve_seq`), and a hub starts above both the written version and the
+   reservation, so no seq is ever handed out twice: not after a crash, not when a write failed;
 2. the event is kept in a bounded ring buffer (the debug API reads it) and offered to every subscriber;
 3. it is queued for the hub's writer, which projects queued events into entities and writes them with
    ``store.apply_batch`` in a worker thread, one transaction per batch, in seq order (the version is
@@ -36,11 +38,11 @@ DEFAULT_MAX_QUEUE = 1000
 # older ones are read back from the store when an event touches them again.
 ENTITY_CACHE_SIZE = 256
 # At most about this many delivered events may wait for their write: a publisher that finds more
-# waits for the writer (backpressure). After an unclean stop (a crash), a reopened conversation's
-# seq skips SEQ_GAP_AFTER_UNCLEAN_STOP numbers, more than could have been delivered but not written,
-# so no seq a client may have seen is ever reused.
+# waits for the writer (backpressure).
 MAX_UNWRITTEN = 256
-SEQ_GAP_AFTER_UNCLEAN_STOP = 4 * MAX_UNWRITTEN
+# How many seqs one reservation write covers: one extra small write per this many frames, and at most
+# this many numbers skipped when a process stops.
+SEQ_RESERVATION_BLOCK = 256
 
 
 class SubscriptionClosed(Exception):
@@ -125,11 +127,17 @@ class ConversationHub:
         version: int | None = None,
         buffer_size: int = DEFAULT_BUFFER_SIZE,
         clock: Callable[[], int] = now_ms,
+        reservation_block: int = SEQ_RESERVATION_BLOCK,
     ) -> None:
-        """``version`` is the store's current version for the conversation (read from it when None)."""
+        """``version`` is where the hub's seq starts: the highest seq written or reserved for the
+        conversation (read from the store when None)."""
         self.conv_id = conv_id
         self._store = store
-        self._version = store.current_version(conv_id) if version is None else version
+        self._version = seq_floor(store, conv_id) if version is None else version
+        self._reserved = self._version
+        self._reservation_block = max(1, reservation_block)
+        self._reserving = asyncio.Lock()
+        self._written_ok = True
         self._clock = clock
         self._ring: deque[Event] = deque(maxlen=buffer_size)
         self._subscribers: list[Subscription] = []
@@ -171,6 +179,29 @@ class ConversationHub:
         """
         if self._closed:
             raise RuntimeError(f"hub of conversation {self.conv_id} is closed")
+        if self._version >= self._reserved:
+            # The reservation is written first. A publish that has started completes even if its caller
+            # is cancelled during that write (as it would without the wait): no event goes missing.
+            async def reserve_then_deliver() -> Event:
+                await self._reserve()
+                return self._deliver(type, id, data, metadata)
+
+            event = await asyncio.shield(asyncio.ensure_future(reserve_then_deliver()))
+        else:
+            event = self._deliver(type, id, data, metadata)
+        if self._version - self._persisted_version >= MAX_UNWRITTEN:
+            await self.flush()
+        else:
+            # Let subscribers' senders run between events, as a publisher streaming tokens would.
+            await asyncio.sleep(0)
+        return event
+
+    def _deliver(self, type: str, id: str, data: dict[str, Any], metadata: dict[str, Any] | None) -> Event:
+        """Take the next seq, fan the event out and queue its write: no await between these."""
+        if self._closed:
+            raise RuntimeError(f"hub of conversation {self.conv_id} is closed")
+        if self._version >= self._reserved:
+            raise RuntimeError(f"conversation {self.conv_id}: seq {self._version + 1} is not reserved")
         event = Event(
             type=type,
             id=id,
@@ -186,12 +217,21 @@ class ConversationHub:
         self._pending.append(event)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._write_pending())
-        if self._version - self._persisted_version >= MAX_UNWRITTEN:
-            await self.flush()
-        else:
-            # Let subscribers' senders run between events, as a publisher streaming tokens would.
-            await asyncio.sleep(0)
         return event
+
+    async def _reserve(self) -> None:
+        """Durably reserve the next block of seqs; a failure here fails the publish (nothing is sent)."""
+        async with self._reserving:
+            if self._version < self._reserved:
+                return  # another publisher reserved while this one waited
+            upto = self._version + self._reservation_block
+            await asyncio.to_thread(self._store.reserve_seq, self.conv_id, upto)
+            self._reserved = upto
+
+    @property
+    def fully_written(self) -> bool:
+        """Every event published so far is written, and no write ever failed."""
+        return self._written_ok and self._persisted_version == self._version and not self._pending
 
     async def flush(self) -> None:
         """Wait until every event published so far is written to the timeline store."""
@@ -212,6 +252,8 @@ class ConversationHub:
                 self._persisted_version = batch[-1].seq
             except Exception:
                 # The live stream goes on; the next successful write carries the version forward.
+                # The conversation is never marked cleanly closed after this (fully_written).
+                self._written_ok = False
                 log.exception(
                     "conversation %s: could not persist events seq=%d..%d",
                     self.conv_id,
@@ -279,6 +321,11 @@ class ConversationHub:
         return matching[-limit:]
 
 
+def seq_floor(store: TimelineStore, conv_id: str) -> int:
+    """The highest seq that may have been handed out for the conversation (written or reserved)."""
+    return max(store.current_version(conv_id), store.reserved_seq(conv_id))
+
+
 class HubRegistry:
     """The hubs of the live conversations of one process."""
 
@@ -287,15 +334,12 @@ class HubRegistry:
         self._buffer_size = buffer_size
         self._hubs: dict[str, ConversationHub] = {}
 
-    async def get_or_create(self, conv_id: str, *, after_unclean_stop: bool = False) -> ConversationHub:
-        """The conversation's hub; ``after_unclean_stop`` when the last process using it did not close
-        it cleanly (its last delivered events may be unwritten, so their seq numbers are skipped)."""
+    async def get_or_create(self, conv_id: str) -> ConversationHub:
+        """The conversation's hub, starting above every seq written or reserved before."""
         hub = self._hubs.get(conv_id)
         if hub is not None:
             return hub
-        version = await asyncio.to_thread(self._store.current_version, conv_id)
-        if after_unclean_stop:
-            version += SEQ_GAP_AFTER_UNCLEAN_STOP
+        version = await asyncio.to_thread(seq_floor, self._store, conv_id)
         # Another caller may have created it while the version was read.
         hub = self._hubs.get(conv_id)
         if hub is None:

@@ -168,6 +168,34 @@ class ResolvedRuntime:
             "runtime_fingerprint": self.fingerprint,
         }
 
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> ResolvedRuntime:
+        """The runtime :meth:`document` described (a queued prompt's, read back after a restart).
+
+        Raises ``ValueError`` when the document is incomplete or its fingerprint does not match the
+        settings it holds: a prompt never runs on a runtime other than the one its request resolved.
+        """
+        try:
+            runtime = cls(
+                runtime_key=str(doc["runtime_key"]),
+                profile_slug=str(doc["profile_slug"]),
+                registry_slug=str(doc["registry_slug"]),
+                profile_version=int(doc["profile_version"]),
+                engine=str(doc["engine"]),
+                model=str(doc["model"]),
+                system_prompt=str(doc["system_prompt"]),
+                tools=tuple(str(t) for t in doc["tools"]),
+                options=dict(doc["options"]),
+                base_url=None if doc.get("base_url") is None else str(doc["base_url"]),
+                api_key_env=None if doc.get("api_key_env") is None else str(doc["api_key_env"]),
+                display_name=str(doc.get("display_name", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"incomplete runtime document: {exc}") from exc
+        if runtime.fingerprint != doc.get("runtime_fingerprint"):
+            raise ValueError("runtime document does not match its fingerprint")
+        return runtime
+
 
 def runtime_from_profile(registry_slug: str, profile: Profile) -> ResolvedRuntime:
     """The runtime of a profile as written, without overrides."""

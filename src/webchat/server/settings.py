@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(32_000, ge=1)
     idle_evict_s: float = Field(900.0, gt=0)
     shutdown_grace_s: float = Field(10.0, ge=0)
+    # Turns running at once across conversations; more wait their turn in the order they were accepted.
+    max_running: int = Field(64, ge=1, le=10_000)
 
     @property
     def turns_path(self) -> Path:

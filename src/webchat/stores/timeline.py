@@ -115,6 +115,17 @@ class TimelineStore(Protocol):
     def current_version(self, conv_id: str) -> int:
         """The conversation's version (the last applied ``seq``); 0 when unknown."""
 
+    def reserved_seq(self, conv_id: str) -> int:
+        """The highest seq reserved for the conversation (0 when none): the next process starts above it."""
+
+    def reserve_seq(self, conv_id: str, upto: int) -> None:
+        """Durably reserve every seq up to ``upto`` (reservations only grow) before any frame carries one."""
+
+    def settle_seq(self, conv_id: str, last_delivered: int) -> None:
+        """Give back the unused part of the reservation: only when no seq above ``last_delivered`` was
+        ever handed out (a clean stop with every event written), so the next process goes on without a
+        gap. Never below the written version."""
+
     def snapshot(self, conv_id: str, since_version: int = 0, limit: int | None = None) -> TimelineSnapshot:
         """Entities with ``version > since_version`` in first-seen order, read in one transaction."""
 

@@ -15,14 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from webchat.stores.migrations.backfill import (
     Resolution,
     resolve_inference_id,
     resolve_metadata_json,
     resolve_runtime_key,
 )
+from webchat.stores.owner import StoreBusy, StoreOwner
 from webchat.stores.protocol import SchemaTooNewError, StoreError
 from webchat.stores.sqlite.connection import connect, run_in_transaction
 from webchat.stores.sqlite.turn_schema import (
@@ -471,10 +470,6 @@ def _step_indexes(conn: sqlite3.Connection, report: MigrationReport, progress: P
 # -- entry points ------------------------------------------------------------------------------------
 
 
-def lock_path(path: Path) -> Path:
-    return path.with_name(path.name + ".migrate.lock")
-
-
 def migrate_turns_db(
     path: str | Path,
     *,
@@ -485,8 +480,13 @@ def migrate_turns_db(
     timeline_db: str | Path | None = None,
     progress: Progress | None = None,
     summarize: bool = True,
+    owned: bool = False,
 ) -> MigrationReport:
-    """Bring a turns.db to :data:`SCHEMA_VERSION`; with ``dry_run`` only say what would change."""
+    """Bring a turns.db to :data:`SCHEMA_VERSION`; with ``dry_run`` only say what would change.
+
+    The store's owner lock (:mod:`webchat.stores.owner`) is held while migrating, so a migration never
+    runs beside another one or beside a server using the store; ``owned`` says the caller holds it.
+    """
     started = time.monotonic()
     path = Path(path)
     if batch_size < 1:
@@ -503,8 +503,10 @@ def migrate_turns_db(
         plan_turns_db(path, report)
         report.elapsed_s = time.monotonic() - started
         return report
+    owner = StoreOwner([] if owned else [path], "web-chat db migrate")
     try:
-        with FileLock(str(lock_path(path)), timeout=lock_timeout_s):
+        owner.acquire(lock_timeout_s)
+        try:
             if path.exists() and path.stat().st_size:
                 # Refuse a newer schema before touching the file at all (connect() switches it to WAL).
                 probe = connect(path, readonly=True)
@@ -517,10 +519,10 @@ def migrate_turns_db(
                 _migrate_locked(conn, report, batch_size, progress, summarize)
             finally:
                 conn.close()
-    except Timeout as exc:
-        raise StoreError(
-            f"{path}: another process is migrating this store (lock held past {lock_timeout_s:.0f}s)"
-        ) from exc
+        finally:
+            owner.release()
+    except StoreBusy as exc:
+        raise StoreBusy(f"{exc} (waited {lock_timeout_s:.0f}s); stop it or try again later") from exc
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: {exc}") from exc
     report.elapsed_s = time.monotonic() - started

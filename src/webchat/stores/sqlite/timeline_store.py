@@ -16,7 +16,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from webchat.stores.protocol import SchemaTooNewError, StoreError
 from webchat.stores.sqlite.connection import Readers, Writer
@@ -30,9 +30,14 @@ from webchat.stores.sqlite.turn_schema import (
 )
 from webchat.stores.timeline import ConversationRecord, Entity, KindCount, TimelineProblem, TimelineSnapshot
 
+T = TypeVar("T")
+
 COMPONENT: Final = "timeline"
-SCHEMA_VERSION: Final = 1
-SCHEMA_NAMES: Final = {1: "timeline entities, versions and conversation index"}
+SCHEMA_VERSION: Final = 2
+SCHEMA_NAMES: Final = {
+    1: "timeline entities, versions and conversation index",
+    2: "durable prompt queue and seq reservations",
+}
 
 TABLES_DDL: Final = {
     "timeline_versions": """CREATE TABLE IF NOT EXISTS timeline_versions (
@@ -60,6 +65,35 @@ TABLES_DDL: Final = {
     status TEXT NOT NULL DEFAULT 'active',
     last_error TEXT NOT NULL DEFAULT ''
 )""",
+    # The highest seq a process may hand out for a conversation without writing here first: a seq is
+    # reserved before any frame carries it, so no seq is ever reused, whatever fails afterwards.
+    "timeline_seq_reservations": """CREATE TABLE IF NOT EXISTS timeline_seq_reservations (
+    conv_id TEXT PRIMARY KEY,
+    reserved INTEGER NOT NULL DEFAULT 0
+)""",
+    # The durable prompt queue (scale-out.md §1): a row is committed before POST /chat answers.
+    "webchat_prompts": """CREATE TABLE IF NOT EXISTS webchat_prompts (
+    conv_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    turn_id TEXT NOT NULL,
+    session_id TEXT NOT NULL DEFAULT '',
+    user_id TEXT NOT NULL DEFAULT '',
+    accept_seq INTEGER NOT NULL,
+    prompt TEXT NOT NULL,
+    runtime_key TEXT NOT NULL DEFAULT '',
+    runtime_fingerprint TEXT NOT NULL DEFAULT '',
+    runtime_json TEXT NOT NULL DEFAULT '{}',
+    idempotency_key TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'queued',
+    inference_id TEXT NOT NULL DEFAULT '',
+    response_status INTEGER NOT NULL DEFAULT 0,
+    response_json TEXT NOT NULL DEFAULT '{}',
+    error_code TEXT NOT NULL DEFAULT '',
+    accepted_at_ms INTEGER NOT NULL DEFAULT 0,
+    started_at_ms INTEGER NOT NULL DEFAULT 0,
+    finished_at_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (conv_id, position)
+)""",
 }
 
 # Every non-key column as ``(type, default literal)``: how an older file gains it, and what a read-only
@@ -83,12 +117,34 @@ COLUMNS: Final = {
         "status": ("TEXT", "'active'"),
         "last_error": ("TEXT", "''"),
     },
+    "timeline_seq_reservations": {"reserved": ("INTEGER", "0")},
+    "webchat_prompts": {
+        "turn_id": ("TEXT", "''"),
+        "session_id": ("TEXT", "''"),
+        "user_id": ("TEXT", "''"),
+        "accept_seq": ("INTEGER", "0"),
+        "prompt": ("TEXT", "''"),
+        "runtime_key": ("TEXT", "''"),
+        "runtime_fingerprint": ("TEXT", "''"),
+        "runtime_json": ("TEXT", "'{}'"),
+        "idempotency_key": ("TEXT", "''"),
+        "status": ("TEXT", "'queued'"),
+        "inference_id": ("TEXT", "''"),
+        "response_status": ("INTEGER", "0"),
+        "response_json": ("TEXT", "'{}'"),
+        "error_code": ("TEXT", "''"),
+        "accepted_at_ms": ("INTEGER", "0"),
+        "started_at_ms": ("INTEGER", "0"),
+        "finished_at_ms": ("INTEGER", "0"),
+    },
 }
 
 KEYS: Final = {
     "timeline_versions": ("conv_id",),
     "timeline_entities": ("conv_id", "entity_id"),
     "timeline_conversations": ("conv_id",),
+    "timeline_seq_reservations": ("conv_id",),
+    "webchat_prompts": ("conv_id", "position"),
 }
 
 INDEXES: Final = {
@@ -96,7 +152,12 @@ INDEXES: Final = {
     "timeline_entities_by_created": "timeline_entities(conv_id, created_at_ms)",
     "timeline_conversations_by_last_activity": "timeline_conversations(last_activity_ms DESC, conv_id ASC)",
     "timeline_conversations_by_session": "timeline_conversations(session_id)",
+    # Idempotency is scoped to the user: one key names one prompt (scale-out.md §1).
+    "webchat_prompts_by_idempotency_key": "webchat_prompts(user_id, idempotency_key)",
+    "webchat_prompts_by_turn": "webchat_prompts(turn_id)",
+    "webchat_prompts_by_status": "webchat_prompts(status, accept_seq)",
 }
+UNIQUE_INDEXES: Final = frozenset({"webchat_prompts_by_idempotency_key", "webchat_prompts_by_turn"})
 
 _ENTITY_SELECT: Final = "entity_id, kind, created_at_ms, updated_at_ms, version, entity_json"
 _CONVERSATION_SELECT: Final = (
@@ -127,7 +188,7 @@ ON CONFLICT (conv_id) DO UPDATE SET
     last_seen_version = MAX(timeline_conversations.last_seen_version, excluded.last_seen_version),
     has_timeline = 1
 """
-_UPSERT_CONVERSATION_SQL: Final = """
+UPSERT_CONVERSATION_SQL: Final = """
 INSERT INTO timeline_conversations (conv_id, session_id, runtime_key, created_at_ms, last_activity_ms,
                                     last_seen_version, has_timeline, status, last_error)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -205,7 +266,8 @@ def upgrade_schema(conn: sqlite3.Connection, *, dry_run: bool = False) -> list[s
         if name not in existing:
             changes.append(f"create index {name}")
             if not dry_run:
-                conn.execute(f"CREATE INDEX IF NOT EXISTS {quote_ident(name)} ON {target}")
+                unique = "UNIQUE " if name in UNIQUE_INDEXES else ""
+                conn.execute(f"CREATE {unique}INDEX IF NOT EXISTS {quote_ident(name)} ON {target}")
     if recorded_version(conn, COMPONENT) < SCHEMA_VERSION:
         changes.append(f"record timeline schema version {SCHEMA_VERSION}")
         if not dry_run:
@@ -285,6 +347,22 @@ def _record(row: sqlite3.Row | tuple[Any, ...]) -> ConversationRecord:
     )
 
 
+def conversation_params(rec: ConversationRecord) -> tuple[Any, ...]:
+    """The parameters of :data:`UPSERT_CONVERSATION_SQL` for one index row."""
+    _require_id("conv_id", rec.conv_id)
+    return (
+        rec.conv_id,
+        rec.session_id.strip(),
+        rec.runtime_key.strip(),
+        int(rec.created_at_ms) or int(rec.last_activity_ms) or now_ms(),
+        int(rec.last_activity_ms),
+        int(rec.last_seen_version),
+        1 if rec.has_timeline else 0,
+        rec.status.strip(),
+        rec.last_error,
+    )
+
+
 def _require_id(name: str, value: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name} must be a non-empty string")
@@ -336,9 +414,21 @@ class SQLiteTimelineStore:
         return self._readers.get()
 
     def _write(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        self.run_write(fn)
+
+    def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in one write transaction on this file's writer thread (shared with the prompt
+        store, which lives in the same file so a prompt and the pointer move commit together)."""
         if self._writer is None:
             raise StoreError(f"{self.path}: timeline store is open read-only")
-        self._writer.run(fn)
+        return self._writer.run(fn)
+
+    def read_connection(self) -> sqlite3.Connection:
+        return self._readers.get()
+
+    def source(self, table: str) -> str:
+        """The FROM-clause source of one of this file's tables (see :func:`table_source`)."""
+        return self._src[table]
 
     # -- timeline -----------------------------------------------------------------------------------
 
@@ -421,22 +511,41 @@ class SQLiteTimelineStore:
         row = self._read().execute(sql, (conv_id, entity_id)).fetchone()
         return _entity(row) if row else None
 
+    # -- seq reservations ---------------------------------------------------------------------------
+
+    def reserved_seq(self, conv_id: str) -> int:
+        sql = f"SELECT reserved FROM {self._src['timeline_seq_reservations']} WHERE conv_id = ?"
+        row = self._read().execute(sql, (conv_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def reserve_seq(self, conv_id: str, upto: int) -> None:
+        _require_id("conv_id", conv_id)
+        params = (conv_id, int(upto))
+        self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO timeline_seq_reservations (conv_id, reserved) VALUES (?, ?) "
+                "ON CONFLICT (conv_id) DO UPDATE SET "
+                "reserved = MAX(timeline_seq_reservations.reserved, excluded.reserved)",
+                params,
+            )
+        )
+
+    def settle_seq(self, conv_id: str, last_delivered: int) -> None:
+        _require_id("conv_id", conv_id)
+        params = (int(last_delivered), conv_id, conv_id)
+        self._write(
+            lambda conn: conn.execute(
+                "UPDATE timeline_seq_reservations SET reserved = MAX(?, COALESCE("
+                "(SELECT version FROM timeline_versions WHERE conv_id = ?), 0)) WHERE conv_id = ?",
+                params,
+            )
+        )
+
     # -- conversation index -------------------------------------------------------------------------
 
     def upsert_conversation(self, rec: ConversationRecord) -> None:
-        _require_id("conv_id", rec.conv_id)
-        params = (
-            rec.conv_id,
-            rec.session_id.strip(),
-            rec.runtime_key.strip(),
-            int(rec.created_at_ms) or int(rec.last_activity_ms) or now_ms(),
-            int(rec.last_activity_ms),
-            int(rec.last_seen_version),
-            1 if rec.has_timeline else 0,
-            rec.status.strip(),
-            rec.last_error,
-        )
-        self._write(lambda conn: conn.execute(_UPSERT_CONVERSATION_SQL, params))
+        params = conversation_params(rec)
+        self._write(lambda conn: conn.execute(UPSERT_CONVERSATION_SQL, params))
 
     def set_pointer(self, conv_id: str, runtime_key: str, at_ms: int) -> None:
         _require_id("conv_id", conv_id)

@@ -1,0 +1,250 @@
+"""The SQLite prompt store: ``webchat_prompts`` in ``timeline.db``, written by the timeline's writer.
+
+Living in the same file as the conversation index lets a prompt row and the pointer move commit in one
+transaction, and sharing the writer thread keeps two writers of one process from waiting on each other.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Final
+
+from webchat.stores.prompts import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    FINISHED,
+    NOT_RUN,
+    QUEUED,
+    RUNNING,
+    IdempotencyKeyReused,
+    NewPrompt,
+    PromptRecord,
+    PromptStateError,
+)
+from webchat.stores.sqlite.timeline_store import (
+    UPSERT_CONVERSATION_SQL,
+    SQLiteTimelineStore,
+    conversation_params,
+)
+from webchat.stores.timeline import ConversationRecord
+
+_COLUMNS: Final = (
+    "conv_id, position, turn_id, session_id, user_id, accept_seq, prompt, runtime_key, runtime_fingerprint, "
+    "runtime_json, idempotency_key, status, inference_id, response_status, response_json, error_code, "
+    "accepted_at_ms, started_at_ms, finished_at_ms"
+)
+# Which status may follow which (scale-out.md §1).
+_NEXT: Final = {
+    RUNNING: frozenset({QUEUED}),
+    DONE: frozenset({RUNNING}),
+    FAILED: frozenset({RUNNING}),
+    CANCELLED: frozenset({RUNNING, QUEUED}),
+    NOT_RUN: frozenset({QUEUED}),
+}
+
+
+def _record(row: sqlite3.Row | tuple[Any, ...]) -> PromptRecord:
+    (
+        conv_id,
+        position,
+        turn_id,
+        session_id,
+        user_id,
+        accept_seq,
+        prompt,
+        runtime_key,
+        fingerprint,
+        runtime_json,
+        key,
+        status,
+        inference_id,
+        response_status,
+        response_json,
+        error_code,
+        accepted,
+        started,
+        finished,
+    ) = row
+    return PromptRecord(
+        conv_id=str(conv_id),
+        position=int(position),
+        turn_id=str(turn_id),
+        session_id=str(session_id),
+        user_id=str(user_id),
+        accept_seq=int(accept_seq),
+        prompt=str(prompt),
+        runtime_key=str(runtime_key),
+        runtime_fingerprint=str(fingerprint),
+        runtime=_object(runtime_json),
+        idempotency_key=str(key),
+        status=str(status),
+        inference_id=str(inference_id),
+        response_status=int(response_status),
+        response=_object(response_json),
+        error_code=str(error_code),
+        accepted_at_ms=int(accepted),
+        started_at_ms=int(started),
+        finished_at_ms=int(finished),
+    )
+
+
+def _object(text: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+class SQLitePromptStore:
+    """A :class:`~webchat.stores.prompts.PromptStore` in the timeline store's file."""
+
+    def __init__(self, timeline: SQLiteTimelineStore) -> None:
+        if timeline.readonly:
+            raise ValueError("the prompt store needs a writable timeline store")
+        self._timeline = timeline
+
+    def _read(self) -> sqlite3.Connection:
+        return self._timeline.read_connection()
+
+    def _one(self, conn: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> PromptRecord | None:
+        row = conn.execute(f"SELECT {_COLUMNS} FROM webchat_prompts WHERE {where}", params).fetchone()
+        return _record(row) if row else None
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def accept(self, prompt: NewPrompt, conversation: ConversationRecord) -> tuple[PromptRecord, bool]:
+        if not prompt.idempotency_key:
+            raise ValueError("a prompt needs an idempotency key")
+        conv_params = conversation_params(conversation)
+
+        def tx(conn: sqlite3.Connection) -> tuple[PromptRecord, bool]:
+            known = self._one(
+                conn, "user_id = ? AND idempotency_key = ?", (prompt.user_id, prompt.idempotency_key)
+            )
+            if known is not None:
+                same_conv = known.conv_id == prompt.conv_id or not prompt.conv_id_given
+                if not same_conv or known.prompt != prompt.prompt:
+                    what = "conversation" if not same_conv else "prompt"
+                    raise IdempotencyKeyReused(
+                        f"idempotency key {prompt.idempotency_key!r} was already used for another {what}"
+                    )
+                return known, True
+            position, accept_seq = conn.execute(
+                "SELECT COALESCE((SELECT MAX(position) FROM webchat_prompts WHERE conv_id = ?), 0) + 1, "
+                "COALESCE((SELECT MAX(accept_seq) FROM webchat_prompts), 0) + 1",
+                (prompt.conv_id,),
+            ).fetchone()
+            conn.execute(
+                f"INSERT INTO webchat_prompts ({_COLUMNS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, '', ?, 0, 0)",
+                (
+                    prompt.conv_id,
+                    position,
+                    prompt.turn_id,
+                    prompt.session_id,
+                    prompt.user_id,
+                    accept_seq,
+                    prompt.prompt,
+                    prompt.runtime_key,
+                    prompt.runtime_fingerprint,
+                    _dumps(prompt.runtime),
+                    prompt.idempotency_key,
+                    QUEUED,
+                    prompt.response_status,
+                    _dumps(prompt.response),
+                    prompt.accepted_at_ms,
+                ),
+            )
+            conn.execute(UPSERT_CONVERSATION_SQL, conv_params)
+            record = self._one(conn, "conv_id = ? AND position = ?", (prompt.conv_id, position))
+            assert record is not None
+            return record, False
+
+        return self._timeline.run_write(tx)
+
+    def _transition(
+        self,
+        conv_id: str,
+        turn_id: str,
+        status: str,
+        sets: str,
+        params: tuple[Any, ...],
+    ) -> PromptRecord:
+        allowed = _NEXT[status]
+
+        def tx(conn: sqlite3.Connection) -> PromptRecord:
+            current = self._one(conn, "conv_id = ? AND turn_id = ?", (conv_id, turn_id))
+            if current is None:
+                raise PromptStateError(f"no prompt {turn_id} in conversation {conv_id}")
+            if current.status not in allowed:
+                raise PromptStateError(f"prompt {turn_id} is {current.status}; it cannot become {status}")
+            if status == RUNNING:
+                other = conn.execute(
+                    "SELECT turn_id FROM webchat_prompts WHERE conv_id = ? AND status = ? AND turn_id <> ?",
+                    (conv_id, RUNNING, turn_id),
+                ).fetchone()
+                if other is not None:
+                    raise PromptStateError(
+                        f"conversation {conv_id} already runs prompt {other[0]}; one at a time"
+                    )
+            conn.execute(
+                f"UPDATE webchat_prompts SET status = ?, {sets} WHERE conv_id = ? AND position = ?",
+                (status, *params, conv_id, current.position),
+            )
+            updated = self._one(conn, "conv_id = ? AND position = ?", (conv_id, current.position))
+            assert updated is not None
+            return updated
+
+        return self._timeline.run_write(tx)
+
+    def mark_running(self, conv_id: str, turn_id: str, inference_id: str, at_ms: int) -> PromptRecord:
+        if not inference_id:
+            raise ValueError("a running prompt needs its inference id")
+        return self._transition(
+            conv_id, turn_id, RUNNING, "inference_id = ?, started_at_ms = ?", (inference_id, int(at_ms))
+        )
+
+    def finish(self, conv_id: str, turn_id: str, status: str, error_code: str, at_ms: int) -> PromptRecord:
+        if status not in FINISHED:
+            raise ValueError(f"not a final status: {status!r}")
+        return self._transition(
+            conv_id, turn_id, status, "error_code = ?, finished_at_ms = ?", (error_code, int(at_ms))
+        )
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def find_key(self, user_id: str, idempotency_key: str) -> PromptRecord | None:
+        return self._one(self._read(), "user_id = ? AND idempotency_key = ?", (user_id, idempotency_key))
+
+    def get(self, conv_id: str, turn_id: str) -> PromptRecord | None:
+        return self._one(self._read(), "conv_id = ? AND turn_id = ?", (conv_id, turn_id))
+
+    def by_status(self, *statuses: str) -> list[PromptRecord]:
+        if not statuses:
+            return []
+        marks = ", ".join("?" for _ in statuses)
+        sql = f"SELECT {_COLUMNS} FROM webchat_prompts WHERE status IN ({marks}) ORDER BY accept_seq"
+        return [_record(row) for row in self._read().execute(sql, statuses)]
+
+    def conversation_prompts(self, conv_id: str) -> list[PromptRecord]:
+        sql = f"SELECT {_COLUMNS} FROM webchat_prompts WHERE conv_id = ? ORDER BY position"
+        return [_record(row) for row in self._read().execute(sql, (conv_id,))]
+
+    def last_finished(self, conv_id: str) -> PromptRecord | None:
+        marks = ", ".join("?" for _ in FINISHED)
+        sql = (
+            f"SELECT {_COLUMNS} FROM webchat_prompts WHERE conv_id = ? AND started_at_ms > 0 "
+            f"AND status IN ({marks}) ORDER BY position DESC LIMIT 1"
+        )
+        row = self._read().execute(sql, (conv_id, *sorted(FINISHED))).fetchone()
+        return _record(row) if row else None
+
+    def close(self) -> None:
+        """The prompt store owns no connection of its own: closing the timeline store closes it."""
