@@ -415,7 +415,7 @@ async def verify_snapshots(http: httpx.AsyncClient, runs: list[ConvRun]) -> dict
     return {k: v for k, v in problems.items() if v}
 
 
-async def concurrency(srv: Proc, convs: int, turns: int) -> None:
+async def concurrency(srv: Proc, convs: int, turns: int, label: str = "") -> tuple[float, float, float]:
     async with http_client(srv.base_url, convs + 8) as http:
         async with asyncio.timeout(600):
             opened = await asyncio.gather(*(open_conversation(srv) for _ in range(convs)))
@@ -432,6 +432,7 @@ async def concurrency(srv: Proc, convs: int, turns: int) -> None:
     queued = sum(1 for t in ok if t.status == 202)
     print(
         f"[2] {convs} concurrent conversations x {turns} sequential turns, profile fast, one client process"
+        + (f"  ({label})" if label else "")
     )
     print(f"    completed turns {len(ok)}/{convs * turns} in {wall:.2f} s -> {len(ok) / wall:.1f} turns/s")
     print(f"    first-delta latency          {summary(lat)}")
@@ -448,6 +449,7 @@ async def concurrency(srv: Proc, convs: int, turns: int) -> None:
         not errors and not missing, f"[2] zero HTTP/WS errors ({len(errors)} errors, {missing} turns not run)"
     )
     verdict(not problems, "[2] no lost or duplicated phase snapshot")
+    return (pct(lat, 50) if lat else 0.0), (pct(lat, 99) if lat else 0.0), len(ok) / wall
 
 
 # -- [3] memory -------------------------------------------------------------------------------------------
@@ -527,7 +529,13 @@ def load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer turns and conversations")
+    parser.add_argument(
+        "--only",
+        default="first-token,concurrency,memory",
+        help="comma-separated sections to run: first-token, concurrency, memory",
+    )
     args = parser.parse_args()
+    only = set(args.only.split(","))
     n_first = 50 if args.quick else 300
     conc, conc_turns = (20, 3) if args.quick else (200, 5)
     idle_convs = 1000
@@ -537,20 +545,36 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="webchat-bench-chat-") as tmp_name:
         tmp = Path(tmp_name)
-        with echo_server(tmp) as echo:
-            ws_rtt, post_rtt = asyncio.run(echo_baseline(echo, n_first))
-        with webchat_server(tmp, "first-token") as srv:
-            turns = asyncio.run(first_token(srv, n_first, 5))
-        report_first_token(turns, ws_rtt, post_rtt)
-        print(f"    machine {load()}")
-        print()
-        with webchat_server(tmp, "concurrency") as srv:
-            asyncio.run(concurrency(srv, conc, conc_turns))
-        print(f"    machine {load()}")
-        print()
-        with webchat_server(tmp, "memory", {"WEBCHAT_IDLE_EVICT_S": str(IDLE_EVICT_S)}) as srv:
-            asyncio.run(memory(srv, idle_convs, time.monotonic(), 100.0))
-        print(f"    machine {load()}")
+        if "first-token" in only:
+            with echo_server(tmp) as echo:
+                ws_rtt, post_rtt = asyncio.run(echo_baseline(echo, n_first))
+            with webchat_server(tmp, "first-token") as srv:
+                turns = asyncio.run(first_token(srv, n_first, 5))
+            report_first_token(turns, ws_rtt, post_rtt)
+            print(f"    machine {load()}")
+            print()
+        if "concurrency" in only:
+            # Baseline from the same run: no admission limit, every accepted turn runs at once (how the
+            # server scheduled before turns were admitted in acceptance order).
+            with webchat_server(tmp, "concurrency-unbounded", {"WEBCHAT_MAX_RUNNING": "10000"}) as srv:
+                base50, base99, base_rate = asyncio.run(
+                    concurrency(srv, conc, conc_turns, "baseline: no admission limit")
+                )
+            print(f"    machine {load()}")
+            with webchat_server(tmp, "concurrency") as srv:
+                p50, p99, rate = asyncio.run(concurrency(srv, conc, conc_turns, "default --max-running"))
+            print(
+                f"    fairness: first-delta p99/p50 {p99 / max(p50, 1e-9):.2f} at {rate:.1f} turns/s "
+                f"(baseline {base99 / max(base50, 1e-9):.2f} at {base_rate:.1f} turns/s)"
+            )
+            verdict(p99 <= 3 * p50, f"[2] fair under saturation: first-delta p99 <= 3 x p50 ({p99:.0f} ms)")
+            verdict(rate >= 0.9 * base_rate, "[2] throughput at least 90% of the unbounded baseline")
+            print(f"    machine {load()}")
+            print()
+        if "memory" in only:
+            with webchat_server(tmp, "memory", {"WEBCHAT_IDLE_EVICT_S": str(IDLE_EVICT_S)}) as srv:
+                asyncio.run(memory(srv, idle_convs, time.monotonic(), 100.0))
+            print(f"    machine {load()}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 Saves: N phase snapshots (default 20,000; 4-8 blocks each, realistic text) through
 ``SQLiteTurnStore.save_snapshot`` (opened with ``open_turn_store`` on a fresh file) vs a plain connection
 running the statements ``save_snapshot_tx`` runs, one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per snapshot, on
-a fresh file with the same pragmas. Target: store >= 70% of raw saves/s.
+a fresh file with the same pragmas. The durable prompt queue is on the path too, as a server runs it:
+each turn's prompt is accepted (with its pointer move) and started before its ``pre_inference`` snapshot
+and finished after its ``final`` one, through ``SQLitePromptStore`` on ``timeline.db`` vs the same
+statements on a raw connection. Target: store >= 70% of raw saves/s.
 
 Listing: a 2,000-turn conversation (4 phases per turn, 3-6 blocks per snapshot) among smaller ones;
 median time of ``list_snapshots(TurnQuery(conv_id=..., limit=200))`` vs one hand-written SQL query
@@ -34,7 +37,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from webchat.stores.prompts import NewPrompt
 from webchat.stores.protocol import TurnQuery
+from webchat.stores.sqlite.prompt_store import (
+    FIND_KEY_SQL,
+    FIND_TURN_SQL,
+    FINISH_SQL,
+    INSERT_PROMPT_SQL,
+    NEXT_POSITION_SQL,
+    OTHER_RUNNING_SQL,
+    START_SQL,
+    SQLitePromptStore,
+)
+from webchat.stores.sqlite.timeline_store import (
+    UPSERT_CONVERSATION_SQL,
+    SQLiteTimelineStore,
+    conversation_params,
+)
 from webchat.stores.sqlite.turn_store import (
     _DELETE_MEMBERSHIP_SQL,
     _INSERT_BLOCK_SQL,
@@ -42,6 +61,7 @@ from webchat.stores.sqlite.turn_store import (
     _UPSERT_TURN_SQL,
     save_snapshot_tx,
 )
+from webchat.stores.timeline import ConversationRecord
 from webchat.stores.turns import open_turn_store
 from webchat.turns.model import Block, Turn
 
@@ -288,15 +308,64 @@ def contents_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def prompts_digest(path: Path) -> str:
+    conn = sqlite3.connect(str(path))
+    h = hashlib.sha256()
+    for sql in (
+        "SELECT * FROM webchat_prompts ORDER BY conv_id, position",
+        "SELECT * FROM timeline_conversations ORDER BY conv_id",
+    ):
+        for row in conn.execute(sql):
+            h.update(repr(row).encode())
+    conn.close()
+    return h.hexdigest()
+
+
 # -- saves ---------------------------------------------------------------------------------------------
 
 
+def new_prompt(s: Save) -> tuple[NewPrompt, ConversationRecord]:
+    """The prompt row and conversation index row a server writes when it accepts the prompt of ``s``."""
+    prompt = NewPrompt(
+        conv_id=s.conv_id,
+        turn_id=s.turn.id,
+        session_id=s.session_id,
+        prompt="the prompt of " + s.turn.id,
+        runtime_key=s.runtime_key,
+        runtime_fingerprint="sha256:" + s.runtime_key,
+        runtime={"runtime_key": s.runtime_key, "engine": "offline", "options": {}},
+        idempotency_key=s.inference_id,
+        response_status=200,
+        response={"status": "started", "turn_id": s.turn.id, "inference_id": s.inference_id},
+        accepted_at_ms=s.created_at_ms,
+    )
+    conv = ConversationRecord(
+        conv_id=s.conv_id,
+        session_id=s.session_id,
+        runtime_key=s.runtime_key,
+        created_at_ms=s.created_at_ms,
+        last_activity_ms=s.created_at_ms,
+        status="active",
+    )
+    return prompt, conv
+
+
+def timeline_file(path: Path) -> Path:
+    return path.with_name(path.stem + "_timeline.db")
+
+
 def bench_store_saves(path: Path, saves: list[Save]) -> tuple[float, float]:
-    """Wall and CPU seconds (all threads: the store writes on its writer thread) for every save."""
+    """Wall and CPU seconds (all threads: the stores write on their writer threads) for every save."""
     store = open_turn_store(path)
+    timeline = SQLiteTimelineStore(timeline_file(path))
+    prompts = SQLitePromptStore(timeline)
     try:
         started, cpu = time.perf_counter(), time.process_time()
         for s in saves:
+            if s.phase == "pre_inference":
+                prompt, conv = new_prompt(s)
+                prompts.accept(prompt, conv)
+                prompts.mark_running(s.conv_id, s.turn.id, s.inference_id, s.created_at_ms)
             store.save_snapshot(
                 s.conv_id,
                 s.session_id,
@@ -306,21 +375,73 @@ def bench_store_saves(path: Path, saves: list[Save]) -> tuple[float, float]:
                 runtime_key=s.runtime_key,
                 inference_id=s.inference_id,
             )
+            if s.phase == "final":
+                prompts.finish(s.conv_id, s.turn.id, "done", "", s.created_at_ms)
         return time.perf_counter() - started, time.process_time() - cpu
     finally:
         store.close()
+        timeline.close()
+
+
+def raw_accept_and_start(conn: sqlite3.Connection, s: Save) -> None:
+    """The prompt store's accept and start transactions, as plain statements."""
+    prompt, conv = new_prompt(s)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(FIND_KEY_SQL, (prompt.user_id, prompt.idempotency_key)).fetchone()
+    position, accept_seq = conn.execute(NEXT_POSITION_SQL, (prompt.conv_id,)).fetchone()
+    conn.execute(
+        INSERT_PROMPT_SQL,
+        (
+            prompt.conv_id,
+            position,
+            prompt.turn_id,
+            prompt.session_id,
+            prompt.user_id,
+            accept_seq,
+            prompt.prompt,
+            prompt.runtime_key,
+            prompt.runtime_fingerprint,
+            _encode(prompt.runtime),
+            prompt.idempotency_key,
+            "queued",
+            prompt.response_status,
+            _encode(prompt.response),
+            prompt.accepted_at_ms,
+        ),
+    )
+    conn.execute(UPSERT_CONVERSATION_SQL, conversation_params(conv))
+    conn.execute("COMMIT")
+    conn.execute("BEGIN IMMEDIATE")
+    row = conn.execute(FIND_TURN_SQL, (s.conv_id, s.turn.id)).fetchone()
+    conn.execute(OTHER_RUNNING_SQL, (s.conv_id, s.turn.id)).fetchone()
+    conn.execute(START_SQL, ("running", s.inference_id, s.created_at_ms, s.conv_id, row[1]))
+    conn.execute("COMMIT")
+
+
+def raw_finish(conn: sqlite3.Connection, s: Save) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    row = conn.execute(FIND_TURN_SQL, (s.conv_id, s.turn.id)).fetchone()
+    conn.execute(FINISH_SQL, ("done", "", s.created_at_ms, s.conv_id, row[1]))
+    conn.execute("COMMIT")
 
 
 def bench_raw_saves(path: Path, saves: list[Save]) -> tuple[float, float]:
     fresh_store_file(path)
+    SQLiteTimelineStore(timeline_file(path)).close()
     conn = raw_connection(path)
+    tl = raw_connection(timeline_file(path))
     try:
         started, cpu = time.perf_counter(), time.process_time()
         for s in saves:
+            if s.phase == "pre_inference":
+                raw_accept_and_start(tl, s)
             raw_save(conn, s)
+            if s.phase == "final":
+                raw_finish(tl, s)
         return time.perf_counter() - started, time.process_time() - cpu
     finally:
         conn.close()
+        tl.close()
 
 
 # -- listing -------------------------------------------------------------------------------------------
@@ -498,8 +619,10 @@ def main(argv: list[str] | None = None) -> int:
             raw_runs.append(bench_raw_saves(raw_path, saves))
             store_runs.append(bench_store_saves(store_path, saves))
             if i == 0:
-                same = contents_digest(raw_path) == contents_digest(store_path)
-            for path in (raw_path, store_path):
+                same = contents_digest(raw_path) == contents_digest(store_path) and prompts_digest(
+                    timeline_file(raw_path)
+                ) == prompts_digest(timeline_file(store_path))
+            for path in (raw_path, store_path, timeline_file(raw_path), timeline_file(store_path)):
                 for f in workdir.glob(path.name + "*"):
                     f.unlink()
         n = len(saves)
@@ -511,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu_us = min(c for _, c in runs) / n * 1e6
             return f"rounds {walls}; CPU {cpu_us:.0f} us/save"
 
-        print(f"  store  SQLiteTurnStore.save_snapshot   {store_rate:8.0f} saves/s  ({detail(store_runs)})")
+        print(f"  store  save_snapshot + prompt queue    {store_rate:8.0f} saves/s  ({detail(store_runs)})")
         print(f"  raw    sqlite3, same statements        {raw_rate:8.0f} saves/s  ({detail(raw_runs)})")
         print(f"  store / raw = {save_ratio:.0%} (best round of each)   target >= {TARGET_SAVE_RATIO:.0%}")
         print(f"  both wrote identical rows: {same}")

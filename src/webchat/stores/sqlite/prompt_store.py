@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from typing import Any, Final
 
 from webchat.stores.prompts import (
@@ -34,6 +35,28 @@ _COLUMNS: Final = (
     "conv_id, position, turn_id, session_id, user_id, accept_seq, prompt, runtime_key, runtime_fingerprint, "
     "runtime_json, idempotency_key, status, inference_id, response_status, response_json, error_code, "
     "accepted_at_ms, started_at_ms, finished_at_ms"
+)
+# The statements of each state change (bench/store.py runs the same ones on a raw connection).
+FIND_KEY_SQL: Final = f"SELECT {_COLUMNS} FROM webchat_prompts WHERE user_id = ? AND idempotency_key = ?"
+FIND_TURN_SQL: Final = f"SELECT {_COLUMNS} FROM webchat_prompts WHERE conv_id = ? AND turn_id = ?"
+NEXT_POSITION_SQL: Final = (
+    "SELECT COALESCE((SELECT MAX(position) FROM webchat_prompts WHERE conv_id = ?), 0) + 1, "
+    "COALESCE((SELECT MAX(accept_seq) FROM webchat_prompts), 0) + 1"
+)
+INSERT_PROMPT_SQL: Final = (
+    f"INSERT INTO webchat_prompts ({_COLUMNS}) VALUES "
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, '', ?, 0, 0)"
+)
+OTHER_RUNNING_SQL: Final = (
+    "SELECT turn_id FROM webchat_prompts WHERE conv_id = ? AND status = 'running' AND turn_id <> ?"
+)
+START_SQL: Final = (
+    "UPDATE webchat_prompts SET status = ?, inference_id = ?, started_at_ms = ? "
+    "WHERE conv_id = ? AND position = ?"
+)
+FINISH_SQL: Final = (
+    "UPDATE webchat_prompts SET status = ?, error_code = ?, finished_at_ms = ? "
+    "WHERE conv_id = ? AND position = ?"
 )
 # Which status may follow which (scale-out.md §1).
 _NEXT: Final = {
@@ -90,6 +113,30 @@ def _record(row: sqlite3.Row | tuple[Any, ...]) -> PromptRecord:
     )
 
 
+def _accepted(prompt: NewPrompt, position: int, accept_seq: int) -> PromptRecord:
+    return PromptRecord(
+        conv_id=prompt.conv_id,
+        position=position,
+        turn_id=prompt.turn_id,
+        session_id=prompt.session_id,
+        user_id=prompt.user_id,
+        accept_seq=accept_seq,
+        prompt=prompt.prompt,
+        runtime_key=prompt.runtime_key,
+        runtime_fingerprint=prompt.runtime_fingerprint,
+        runtime=prompt.runtime,
+        idempotency_key=prompt.idempotency_key,
+        status=QUEUED,
+        inference_id="",
+        response_status=prompt.response_status,
+        response=prompt.response,
+        error_code="",
+        accepted_at_ms=prompt.accepted_at_ms,
+        started_at_ms=0,
+        finished_at_ms=0,
+    )
+
+
 def _object(text: str) -> dict[str, Any]:
     try:
         doc = json.loads(text)
@@ -113,8 +160,8 @@ class SQLitePromptStore:
     def _read(self) -> sqlite3.Connection:
         return self._timeline.read_connection()
 
-    def _one(self, conn: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> PromptRecord | None:
-        row = conn.execute(f"SELECT {_COLUMNS} FROM webchat_prompts WHERE {where}", params).fetchone()
+    def _one(self, sql: str, params: tuple[Any, ...]) -> PromptRecord | None:
+        row = self._read().execute(sql, params).fetchone()
         return _record(row) if row else None
 
     # -- writes -------------------------------------------------------------------------------------
@@ -125,9 +172,8 @@ class SQLitePromptStore:
         conv_params = conversation_params(conversation)
 
         def tx(conn: sqlite3.Connection) -> tuple[PromptRecord, bool]:
-            known = self._one(
-                conn, "user_id = ? AND idempotency_key = ?", (prompt.user_id, prompt.idempotency_key)
-            )
+            row = conn.execute(FIND_KEY_SQL, (prompt.user_id, prompt.idempotency_key)).fetchone()
+            known = _record(row) if row else None
             if known is not None:
                 same_conv = known.conv_id == prompt.conv_id or not prompt.conv_id_given
                 if not same_conv or known.prompt != prompt.prompt:
@@ -136,14 +182,9 @@ class SQLitePromptStore:
                         f"idempotency key {prompt.idempotency_key!r} was already used for another {what}"
                     )
                 return known, True
-            position, accept_seq = conn.execute(
-                "SELECT COALESCE((SELECT MAX(position) FROM webchat_prompts WHERE conv_id = ?), 0) + 1, "
-                "COALESCE((SELECT MAX(accept_seq) FROM webchat_prompts), 0) + 1",
-                (prompt.conv_id,),
-            ).fetchone()
+            position, accept_seq = conn.execute(NEXT_POSITION_SQL, (prompt.conv_id,)).fetchone()
             conn.execute(
-                f"INSERT INTO webchat_prompts ({_COLUMNS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, '', ?, 0, 0)",
+                INSERT_PROMPT_SQL,
                 (
                     prompt.conv_id,
                     position,
@@ -163,9 +204,7 @@ class SQLitePromptStore:
                 ),
             )
             conn.execute(UPSERT_CONVERSATION_SQL, conv_params)
-            record = self._one(conn, "conv_id = ? AND position = ?", (prompt.conv_id, position))
-            assert record is not None
-            return record, False
+            return _accepted(prompt, int(position), int(accept_seq)), False
 
         return self._timeline.run_write(tx)
 
@@ -174,33 +213,26 @@ class SQLitePromptStore:
         conv_id: str,
         turn_id: str,
         status: str,
-        sets: str,
-        params: tuple[Any, ...],
+        sql: str,
+        changes: dict[str, Any],
     ) -> PromptRecord:
         allowed = _NEXT[status]
 
         def tx(conn: sqlite3.Connection) -> PromptRecord:
-            current = self._one(conn, "conv_id = ? AND turn_id = ?", (conv_id, turn_id))
+            row = conn.execute(FIND_TURN_SQL, (conv_id, turn_id)).fetchone()
+            current = _record(row) if row else None
             if current is None:
                 raise PromptStateError(f"no prompt {turn_id} in conversation {conv_id}")
             if current.status not in allowed:
                 raise PromptStateError(f"prompt {turn_id} is {current.status}; it cannot become {status}")
             if status == RUNNING:
-                other = conn.execute(
-                    "SELECT turn_id FROM webchat_prompts WHERE conv_id = ? AND status = ? AND turn_id <> ?",
-                    (conv_id, RUNNING, turn_id),
-                ).fetchone()
+                other = conn.execute(OTHER_RUNNING_SQL, (conv_id, turn_id)).fetchone()
                 if other is not None:
                     raise PromptStateError(
                         f"conversation {conv_id} already runs prompt {other[0]}; one at a time"
                     )
-            conn.execute(
-                f"UPDATE webchat_prompts SET status = ?, {sets} WHERE conv_id = ? AND position = ?",
-                (status, *params, conv_id, current.position),
-            )
-            updated = self._one(conn, "conv_id = ? AND position = ?", (conv_id, current.position))
-            assert updated is not None
-            return updated
+            conn.execute(sql, (status, *changes.values(), conv_id, current.position))
+            return replace(current, status=status, **changes)
 
         return self._timeline.run_write(tx)
 
@@ -208,23 +240,31 @@ class SQLitePromptStore:
         if not inference_id:
             raise ValueError("a running prompt needs its inference id")
         return self._transition(
-            conv_id, turn_id, RUNNING, "inference_id = ?, started_at_ms = ?", (inference_id, int(at_ms))
+            conv_id,
+            turn_id,
+            RUNNING,
+            START_SQL,
+            {"inference_id": inference_id, "started_at_ms": int(at_ms)},
         )
 
     def finish(self, conv_id: str, turn_id: str, status: str, error_code: str, at_ms: int) -> PromptRecord:
         if status not in FINISHED:
             raise ValueError(f"not a final status: {status!r}")
         return self._transition(
-            conv_id, turn_id, status, "error_code = ?, finished_at_ms = ?", (error_code, int(at_ms))
+            conv_id,
+            turn_id,
+            status,
+            FINISH_SQL,
+            {"error_code": error_code, "finished_at_ms": int(at_ms)},
         )
 
     # -- reads --------------------------------------------------------------------------------------
 
     def find_key(self, user_id: str, idempotency_key: str) -> PromptRecord | None:
-        return self._one(self._read(), "user_id = ? AND idempotency_key = ?", (user_id, idempotency_key))
+        return self._one(FIND_KEY_SQL, (user_id, idempotency_key))
 
     def get(self, conv_id: str, turn_id: str) -> PromptRecord | None:
-        return self._one(self._read(), "conv_id = ? AND turn_id = ?", (conv_id, turn_id))
+        return self._one(FIND_TURN_SQL, (conv_id, turn_id))
 
     def by_status(self, *statuses: str) -> list[PromptRecord]:
         if not statuses:

@@ -156,6 +156,8 @@ INDEXES: Final = {
     "webchat_prompts_by_idempotency_key": "webchat_prompts(user_id, idempotency_key)",
     "webchat_prompts_by_turn": "webchat_prompts(turn_id)",
     "webchat_prompts_by_status": "webchat_prompts(status, accept_seq)",
+    # MAX(accept_seq) at every accept reads one index entry, not the table.
+    "webchat_prompts_by_accept_seq": "webchat_prompts(accept_seq)",
 }
 UNIQUE_INDEXES: Final = frozenset({"webchat_prompts_by_idempotency_key", "webchat_prompts_by_turn"})
 
