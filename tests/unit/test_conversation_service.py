@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -423,3 +424,52 @@ def test_fair_slots_serve_waiters_in_acceptance_order() -> None:
         return order
 
     assert asyncio.run(main()) == [1, 3, 5, 9]
+
+
+def test_a_conversation_whose_frames_were_not_written_is_not_marked_closed_and_keeps_its_seqs(
+    tmp_path: Path,
+) -> None:
+    """Every timeline write fails (a full disk, text the store refuses): the stop must not claim the
+    conversation was written, and the next process must not hand out a seq a client already saw."""
+
+    class RefusingTimeline(SQLiteTimelineStore):
+        def apply_batch(self, conv_id: str, batch: list[tuple[int, list[Any]]]) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    turns = open_turn_store(tmp_path / "turns.db")
+    timeline = RefusingTimeline(tmp_path / "timeline.db")
+    prompts = SQLitePromptStore(timeline)
+
+    async def first_life() -> list[int]:
+        svc = ConversationService(turns, timeline, prompts)
+        conv = await svc.open("c1", create=True)
+        sub = conv.hub.subscribe()
+        await svc.submit("c1", "hello", runtime("fast"), "k1")
+        await idle(svc, "c1")
+        seen = []
+        while sub.pending:
+            seen.append((await sub.get()).seq)
+        await svc.shutdown(1)
+        return seen
+
+    try:
+        seen = asyncio.run(first_life())
+        assert seen and timeline.current_version("c1") == 0
+        record = timeline.get_conversation("c1")
+        assert record is not None and record.status != "closed"
+    finally:
+        timeline.close()
+    with stores(tmp_path) as s:
+
+        async def second_life() -> int:
+            svc = s.service()
+            conv = await svc.open("c1", create=False)
+            sub = conv.hub.subscribe()
+            await svc.submit("c1", "again", runtime("fast"), "k2")
+            first = (await sub.get()).seq
+            await idle(svc, "c1")
+            await svc.shutdown(1)
+            return first
+
+        assert asyncio.run(second_life()) > max(seen)
+        turns.close()
