@@ -4,8 +4,9 @@ Saves: N phase snapshots (default 20,000; 4-8 blocks each, realistic text) throu
 ``SQLiteTurnStore.save_snapshot`` (opened with ``open_turn_store`` on a fresh file) vs a plain connection
 running the statements ``save_snapshot_tx`` runs, one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per snapshot, on
 a fresh file with the same pragmas. The durable prompt queue is on the path too, as a server runs it:
-each turn's prompt is accepted (with its pointer move) and started before its ``pre_inference`` snapshot
-and finished after its ``final`` one, through ``SQLitePromptStore`` on ``timeline.db`` vs the same
+each turn's prompt is accepted as started (with its pointer move, one transaction) before its
+``pre_inference`` snapshot and finished after its ``final`` one, through ``SQLitePromptStore`` on
+``timeline.db`` vs the same
 statements on a raw connection. Target: store >= 70% of raw saves/s.
 
 Listing: a 2,000-turn conversation (4 phases per turn, 3-6 blocks per snapshot) among smaller ones;
@@ -46,7 +47,6 @@ from webchat.stores.sqlite.prompt_store import (
     INSERT_PROMPT_SQL,
     NEXT_POSITION_SQL,
     OTHER_RUNNING_SQL,
-    START_SQL,
     SQLitePromptStore,
 )
 from webchat.stores.sqlite.timeline_store import (
@@ -338,6 +338,7 @@ def new_prompt(s: Save) -> tuple[NewPrompt, ConversationRecord]:
         response_status=200,
         response={"status": "started", "turn_id": s.turn.id, "inference_id": s.inference_id},
         accepted_at_ms=s.created_at_ms,
+        inference_id=s.inference_id,
     )
     conv = ConversationRecord(
         conv_id=s.conv_id,
@@ -365,7 +366,6 @@ def bench_store_saves(path: Path, saves: list[Save]) -> tuple[float, float]:
             if s.phase == "pre_inference":
                 prompt, conv = new_prompt(s)
                 prompts.accept(prompt, conv)
-                prompts.mark_running(s.conv_id, s.turn.id, s.inference_id, s.created_at_ms)
             store.save_snapshot(
                 s.conv_id,
                 s.session_id,
@@ -384,10 +384,11 @@ def bench_store_saves(path: Path, saves: list[Save]) -> tuple[float, float]:
 
 
 def raw_accept_and_start(conn: sqlite3.Connection, s: Save) -> None:
-    """The prompt store's accept and start transactions, as plain statements."""
+    """The prompt store's accept transaction for a prompt that starts at once, as plain statements."""
     prompt, conv = new_prompt(s)
     conn.execute("BEGIN IMMEDIATE")
     conn.execute(FIND_KEY_SQL, (prompt.user_id, prompt.idempotency_key)).fetchone()
+    conn.execute(OTHER_RUNNING_SQL, (prompt.conv_id, prompt.turn_id)).fetchone()
     position, accept_seq = conn.execute(NEXT_POSITION_SQL, (prompt.conv_id,)).fetchone()
     conn.execute(
         INSERT_PROMPT_SQL,
@@ -403,18 +404,15 @@ def raw_accept_and_start(conn: sqlite3.Connection, s: Save) -> None:
             prompt.runtime_fingerprint,
             _encode(prompt.runtime),
             prompt.idempotency_key,
-            "queued",
+            "running",
+            prompt.inference_id,
             prompt.response_status,
             _encode(prompt.response),
+            prompt.accepted_at_ms,
             prompt.accepted_at_ms,
         ),
     )
     conn.execute(UPSERT_CONVERSATION_SQL, conversation_params(conv))
-    conn.execute("COMMIT")
-    conn.execute("BEGIN IMMEDIATE")
-    row = conn.execute(FIND_TURN_SQL, (s.conv_id, s.turn.id)).fetchone()
-    conn.execute(OTHER_RUNNING_SQL, (s.conv_id, s.turn.id)).fetchone()
-    conn.execute(START_SQL, ("running", s.inference_id, s.created_at_ms, s.conv_id, row[1]))
     conn.execute("COMMIT")
 
 

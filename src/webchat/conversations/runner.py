@@ -48,6 +48,7 @@ class PendingTurn:
     queued: bool = False
     position: int = 0
     accept_seq: int = 0
+    marked_running: bool = False  # its prompt row already says running
     # The code a cancellation of this turn is recorded with: ``interrupted`` when the server stops,
     # ``cancelled`` when a user stops it.
     cancel_code: str = "cancelled"

@@ -234,9 +234,12 @@ class ConversationService:
         """
         if self._closing:
             raise ServiceClosing("the server is shutting down")
-        known = await asyncio.to_thread(self.prompts.find_key, user_id, idempotency_key)
-        if known is not None:
-            return self._replay(known, conv_id, prompt)
+        if conv_id is None:
+            # A retry of a request that created its conversation must not create another one. With a
+            # conv_id, the accepting transaction itself finds a known key (one read fewer per prompt).
+            known = await asyncio.to_thread(self.prompts.find_key, user_id, idempotency_key)
+            if known is not None:
+                return self._replay(known, conv_id, prompt)
         conv = await self.open(conv_id or str(uuid.uuid4()), create=True)
         async with conv.lock:
             if self._closing:
@@ -286,7 +289,8 @@ class ConversationService:
                 },
             )
         else:
-            depth = len(conv.queue) + 1
+            # Waiting prompts only: one accepted to start now may not have left the queue yet.
+            depth = sum(1 for p in conv.queue if p.queued) + 1
             status = 202
             body = {"status": "queued", **common, "queue_position": depth, "queue_depth": depth}
         new = NewPrompt(
@@ -303,6 +307,9 @@ class ConversationService:
             accepted_at_ms=at,
             user_id=user_id,
             conv_id_given=conv_id_given,
+            # A prompt that starts now is written as running at once: one write less before its first
+            # token, and a crash from here on records it as interrupted, as the client was told it started.
+            inference_id=inference_id,
         )
         # The pointer moves with the accepted prompt: it says which runtime the *next* prompt uses.
         index_row = ConversationRecord(
@@ -333,6 +340,7 @@ class ConversationService:
             queued=not start_now,
             position=record.position,
             accept_seq=record.accept_seq,
+            marked_running=start_now,
         )
         conv.queue.append(pending)
         await conv.hub.publish(
@@ -369,9 +377,15 @@ class ConversationService:
         await self.slots.acquire(pending.accept_seq)
         try:
             try:
-                await asyncio.to_thread(
-                    self.prompts.mark_running, conv.conv_id, pending.turn_id, pending.inference_id, now_ms()
-                )
+                if not pending.marked_running:
+                    await asyncio.to_thread(
+                        self.prompts.mark_running,
+                        conv.conv_id,
+                        pending.turn_id,
+                        pending.inference_id,
+                        now_ms(),
+                    )
+                    pending.marked_running = True
             except Exception as exc:
                 log.exception("prompt %s of conversation %s could not start", pending.turn_id, conv.conv_id)
                 await self._publish_error(conv, pending, f"the prompt could not start: {exc}", "store_error")

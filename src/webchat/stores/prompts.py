@@ -51,6 +51,8 @@ class NewPrompt:
     user_id: str = ""
     # True when the request named its conversation; a retry without conv_id still matches the key.
     conv_id_given: bool = True
+    # Set when the prompt starts at once: the row is written ``running`` with it, in the same transaction.
+    inference_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,9 @@ class PromptRecord:
 class PromptStore(Protocol):
     def accept(self, prompt: NewPrompt, conversation: ConversationRecord) -> tuple[PromptRecord, bool]:
         """In one transaction: look the idempotency key up (scoped to the user); when it is new, append the
-        prompt to its conversation's queue as ``queued`` and upsert the conversation index row (the pointer
-        move). Returns ``(record, replayed)``; a replay changes nothing.
+        prompt to its conversation's queue as ``queued`` (``running`` when it carries its inference id,
+        refused if another prompt of the conversation runs) and upsert the conversation index row (the
+        pointer move). Returns ``(record, replayed)``; a replay changes nothing.
 
         Raises :class:`IdempotencyKeyReused` when the key names a prompt of another conversation or with
         other text.

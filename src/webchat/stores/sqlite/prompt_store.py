@@ -45,7 +45,7 @@ NEXT_POSITION_SQL: Final = (
 )
 INSERT_PROMPT_SQL: Final = (
     f"INSERT INTO webchat_prompts ({_COLUMNS}) VALUES "
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, '', ?, 0, 0)"
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, 0)"
 )
 OTHER_RUNNING_SQL: Final = (
     "SELECT turn_id FROM webchat_prompts WHERE conv_id = ? AND status = 'running' AND turn_id <> ?"
@@ -126,13 +126,13 @@ def _accepted(prompt: NewPrompt, position: int, accept_seq: int) -> PromptRecord
         runtime_fingerprint=prompt.runtime_fingerprint,
         runtime=prompt.runtime,
         idempotency_key=prompt.idempotency_key,
-        status=QUEUED,
-        inference_id="",
+        status=RUNNING if prompt.inference_id else QUEUED,
+        inference_id=prompt.inference_id,
         response_status=prompt.response_status,
         response=prompt.response,
         error_code="",
         accepted_at_ms=prompt.accepted_at_ms,
-        started_at_ms=0,
+        started_at_ms=prompt.accepted_at_ms if prompt.inference_id else 0,
         finished_at_ms=0,
     )
 
@@ -182,6 +182,12 @@ class SQLitePromptStore:
                         f"idempotency key {prompt.idempotency_key!r} was already used for another {what}"
                     )
                 return known, True
+            if prompt.inference_id:
+                other = conn.execute(OTHER_RUNNING_SQL, (prompt.conv_id, prompt.turn_id)).fetchone()
+                if other is not None:
+                    raise PromptStateError(
+                        f"conversation {prompt.conv_id} already runs prompt {other[0]}; one at a time"
+                    )
             position, accept_seq = conn.execute(NEXT_POSITION_SQL, (prompt.conv_id,)).fetchone()
             conn.execute(
                 INSERT_PROMPT_SQL,
@@ -197,10 +203,12 @@ class SQLitePromptStore:
                     prompt.runtime_fingerprint,
                     _dumps(prompt.runtime),
                     prompt.idempotency_key,
-                    QUEUED,
+                    RUNNING if prompt.inference_id else QUEUED,
+                    prompt.inference_id,
                     prompt.response_status,
                     _dumps(prompt.response),
                     prompt.accepted_at_ms,
+                    prompt.accepted_at_ms if prompt.inference_id else 0,
                 ),
             )
             conn.execute(UPSERT_CONVERSATION_SQL, conv_params)
