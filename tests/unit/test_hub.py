@@ -320,3 +320,32 @@ def test_a_hub_starts_above_written_and_reserved_seqs_and_backpressure_bounds_un
         assert store.current_version("d") == 3 * MAX_UNWRITTEN
 
     asyncio.run(main())
+
+
+def test_held_since_replays_only_a_complete_tail(tmp_path: Path) -> None:
+    path = tmp_path / "timeline.db"
+    store = SQLiteTimelineStore(path)
+    store.apply("c", 14, [])  # the stored stream ends at 14 ...
+    store.reserve_seq("c", 256)  # ... and the process that wrote it had reserved up to 256
+
+    async def main() -> None:
+        hub = await HubRegistry(store, buffer_size=5).get_or_create("c")
+        # Nothing published yet: a client that saw 14 missed nothing; one that saw 10 must rehydrate.
+        assert hub.held_since(14) == [] and hub.held_since(300) == []
+        assert hub.held_since(10) is None
+        for _ in range(3):
+            await hub.publish("llm.delta", "a", {"delta": "x"}, META)
+        assert [e.seq for e in hub.held_since(14) or []] == [257, 258, 259]
+        assert [e.seq for e in hub.held_since(257) or []] == [258, 259]
+        assert hub.held_since(10) is None  # 11..14 are stored, not held: rehydrate
+        for _ in range(4):
+            await hub.publish("llm.delta", "a", {"delta": "x"}, META)
+        # The ring keeps 5 frames (259..263): 257 and 258 are gone.
+        assert hub.held_since(14) is None
+        assert [e.seq for e in hub.held_since(258) or []] == [259, 260, 261, 262, 263]
+        await hub.flush()
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()

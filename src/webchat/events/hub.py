@@ -128,6 +128,7 @@ class ConversationHub:
         buffer_size: int = DEFAULT_BUFFER_SIZE,
         clock: Callable[[], int] = now_ms,
         reservation_block: int = SEQ_RESERVATION_BLOCK,
+        written: int | None = None,
     ) -> None:
         """``version`` is where the hub's seq starts: the highest seq written or reserved for the
         conversation (read from the store when None)."""
@@ -140,6 +141,10 @@ class ConversationHub:
         self._written_ok = True
         self._clock = clock
         self._ring: deque[Event] = deque(maxlen=buffer_size)
+        # The first seq this hub hands out, and the stored version it started from: a client that saw the
+        # stored stream up to there missed nothing this hub does not hold (seqs in between were never used).
+        self._first_seq = self._version + 1
+        self._written_at_start = self._version if written is None else min(written, self._version)
         self._subscribers: list[Subscription] = []
         self._entities: OrderedDict[str, Entity] = OrderedDict()
         self._pending: list[Event] = []
@@ -313,6 +318,23 @@ class ConversationHub:
 
     # -- debug --------------------------------------------------------------------------------------
 
+    def held_since(self, since_seq: int) -> list[Event] | None:
+        """Every event with ``seq > since_seq``, oldest first, when the ring buffer still holds all of them;
+        None when some of them are no longer held (the client must rehydrate from the timeline)."""
+        if since_seq >= self._version:
+            return []
+        held = [e for e in self._ring if e.seq > since_seq]
+        if not held:
+            # Only seqs a restart skipped lie above since_seq: nothing was missed.
+            nothing_new = self._version < self._first_seq
+            return [] if nothing_new and since_seq >= self._written_at_start else None
+        if held[0].seq == since_seq + 1:
+            return held
+        # Seqs a restart skipped (reserved, never used) are not missing frames.
+        if held[0].seq == self._first_seq and since_seq >= self._written_at_start:
+            return held
+        return None
+
     def recent(self, since_seq: int = 0, type: str | None = None, limit: int = 100) -> list[Event]:
         """The newest ``limit`` buffered events with ``seq > since_seq`` (and of ``type``), oldest first."""
         if limit <= 0:
@@ -339,11 +361,14 @@ class HubRegistry:
         hub = self._hubs.get(conv_id)
         if hub is not None:
             return hub
-        version = await asyncio.to_thread(seq_floor, self._store, conv_id)
+        written = await asyncio.to_thread(self._store.current_version, conv_id)
+        version = max(written, await asyncio.to_thread(self._store.reserved_seq, conv_id))
         # Another caller may have created it while the version was read.
         hub = self._hubs.get(conv_id)
         if hub is None:
-            hub = ConversationHub(conv_id, self._store, version=version, buffer_size=self._buffer_size)
+            hub = ConversationHub(
+                conv_id, self._store, version=version, buffer_size=self._buffer_size, written=written
+            )
             self._hubs[conv_id] = hub
         return hub
 
