@@ -8,20 +8,16 @@ from typing import Any
 import pytest
 
 from webchat.server.errors import ApiError
-from webchat.server.validation import (
-    MAX_JSON_DEPTH,
-    MAX_JSON_INT,
-    check_json,
-    check_scope,
-    check_text,
-    parse_json,
-)
+from webchat.server.validation import MAX_JSON_INT, check_scope, parse_json
+from webchat.storable import MAX_JSON_DEPTH, Unstorable, check_json, check_text
 
 
 def _code(fn: Any, *args: Any) -> str:
-    with pytest.raises(ApiError) as caught:
+    """The code of the refusal: ApiError (400) at the HTTP edge, Unstorable underneath."""
+    with pytest.raises((ApiError, Unstorable)) as caught:
         fn(*args)
-    assert caught.value.status == 400
+    if isinstance(caught.value, ApiError):
+        assert caught.value.status == 400
     # The message is sent as UTF-8 JSON: it must never echo the unencodable character itself.
     caught.value.message.encode("utf-8")
     return caught.value.code
@@ -30,6 +26,7 @@ def _code(fn: Any, *args: Any) -> str:
 @pytest.mark.parametrize("bad", ["\x00", "a\ud800", "\udfffz", "ok \udbff\udbff"])
 def test_unstorable_text(bad: str) -> None:
     assert _code(check_text, bad, "field") == "invalid_text"
+    assert _code(parse_json, json.dumps({"field": bad}).encode()) == "invalid_text"
 
 
 @pytest.mark.parametrize("good", ["", "plain", "tab\tand newline\n", "é 漢字 \U0001f600", "\ufffd"])
@@ -45,15 +42,17 @@ def _nested(containers: int) -> Any:
 
 
 def test_depth_boundary() -> None:
-    check_json(_nested(MAX_JSON_DEPTH))
-    assert _code(check_json, _nested(MAX_JSON_DEPTH + 1)) == "nesting_too_deep"
+    check_json(_nested(MAX_JSON_DEPTH), "doc")
+    assert _code(check_json, _nested(MAX_JSON_DEPTH + 1), "doc") == "nesting_too_deep"
     assert parse_json(json.dumps(_nested(MAX_JSON_DEPTH)).encode()) == _nested(MAX_JSON_DEPTH)
     assert _code(parse_json, json.dumps(_nested(MAX_JSON_DEPTH + 1)).encode()) == "nesting_too_deep"
     assert _code(parse_json, b"[" * 200_000) == "nesting_too_deep"
 
 
 def test_keys_are_checked_too() -> None:
-    assert _code(check_json, {"ok": {"b\ud800d": 1}}) == "invalid_text"
+    assert _code(check_json, {"ok": {"b\ud800d": 1}}, "doc") == "invalid_text"
+    # YAML mappings may have non-string keys: those are not text and pass.
+    check_json({1: "one", None: ["x"]}, "doc")
     assert _code(parse_json, b'{"ok": {"\\u0000": 1}}') == "invalid_text"
 
 

@@ -13,7 +13,8 @@ code runs, with 400 and a stable code:
   non-JSON literals ``NaN``/``Infinity``;
 - ``malformed_json``: a body that is not JSON at all (for routes that read JSON bodies themselves).
 
-Routers opt in with ``APIRouter(route_class=CheckedRoute)``; the WebSocket route calls
+The text and depth rule itself is :mod:`webchat.storable` (profile documents from YAML files use it
+too). Routers opt in with ``APIRouter(route_class=CheckedRoute)``; the WebSocket route calls
 :func:`check_scope` itself.
 """
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -31,62 +31,14 @@ from fastapi.routing import APIRoute
 from starlette.types import Scope
 
 from webchat.server.errors import ApiError, error_response
+from webchat.storable import MAX_JSON_DEPTH, Unstorable, check_json, check_text, printable
 
-MAX_JSON_DEPTH = 32
 MAX_JSON_INT = 2**63 - 1
 # Headers and cookies a route reads as text; every other header is ignored, so it is not checked.
 CHECKED_HEADERS = (b"idempotency-key",)
 CHECKED_COOKIES = ("chat_profile",)
 _JSON_STATE_KEY = "webchat_json_body"
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-def _printable(value: str, limit: int = 40) -> str:
-    """``value`` safe to echo in an error message (which must itself be encodable as UTF-8)."""
-    short = value if len(value) <= limit else value[:limit] + "…"
-    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", short)
-
-
-def check_text(value: str, where: str) -> str:
-    """``value`` unchanged, or 400 ``invalid_text`` when it holds a NUL or a lone surrogate."""
-    found = _UNSTORABLE.search(value)
-    if found is not None:
-        char = found.group()
-        what = "a NUL character" if char == "\x00" else f"a lone surrogate (\\u{ord(char):04x})"
-        raise ApiError(
-            400,
-            "invalid_text",
-            f"{where} contains {what} at position {found.start()}; text must be valid Unicode without NUL",
-        )
-    return value
-
-
-def check_json(value: Any, where: str = "body") -> None:
-    """Every string (keys included) of a decoded JSON document passes :func:`check_text`, and the
-    document is at most :data:`MAX_JSON_DEPTH` containers deep."""
-    _walk(value, where, 0)
-
-
-def _walk(value: Any, where: str, depth: int) -> None:
-    if isinstance(value, str):
-        check_text(value, where)
-    elif isinstance(value, dict):
-        _enter(where, depth)
-        for key, item in value.items():
-            check_text(key, f"a key of {where}")
-            _walk(item, f"{where}.{_printable(key)}", depth + 1)
-    elif isinstance(value, list):
-        _enter(where, depth)
-        for index, item in enumerate(value):
-            _walk(item, f"{where}[{index}]", depth + 1)
-
-
-def _enter(where: str, depth: int) -> None:
-    if depth >= MAX_JSON_DEPTH:
-        raise ApiError(
-            400, "nesting_too_deep", f"{where} is nested deeper than {MAX_JSON_DEPTH} levels of JSON"
-        )
 
 
 class _BadNumber(Exception):
@@ -96,14 +48,14 @@ class _BadNumber(Exception):
 def _parse_int(text: str) -> int:
     # Length first: int() of thousands of digits is slow and past 4300 digits raises ValueError.
     if len(text.lstrip("-")) > 19 or abs(value := int(text)) > MAX_JSON_INT:
-        raise _BadNumber(f"integer {_printable(text, 24)} is outside the signed 64-bit range")
+        raise _BadNumber(f"integer {printable(text, 24)} is outside the signed 64-bit range")
     return value
 
 
 def _parse_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _BadNumber(f"number {_printable(text, 24)} is too large")
+        raise _BadNumber(f"number {printable(text, 24)} is too large")
     return value
 
 
@@ -120,11 +72,14 @@ def parse_json(raw: bytes, where: str = "body") -> Any:
     except RecursionError as exc:
         # The C decoder gives up near the interpreter's recursion limit, far past MAX_JSON_DEPTH.
         raise ApiError(
-            400, "nesting_too_deep", f"{where} is nested deeper than {MAX_JSON_DEPTH} levels of JSON"
+            400, "nesting_too_deep", f"{where} is nested deeper than {MAX_JSON_DEPTH} levels"
         ) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed_json", f"{where} is not valid JSON") from exc
-    check_json(doc, where)
+    try:
+        check_json(doc, where)
+    except Unstorable as exc:
+        raise ApiError(400, exc.code, exc.message) from None
     return doc
 
 
@@ -138,19 +93,26 @@ async def json_body(request: Request) -> Any:
 def _decoded(raw: bytes, where: str) -> str:
     try:
         text = unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, "invalid_text", f"{where} is not valid UTF-8 once percent-decoded") from exc
+    except UnicodeDecodeError:
+        raise Unstorable("invalid_text", f"{where} is not valid UTF-8 once percent-decoded") from None
     return check_text(text, where)
 
 
 def check_scope(scope: Scope) -> None:
     """Path, query string and the headers we read, from the raw bytes the client sent."""
+    try:
+        _check_scope(scope)
+    except Unstorable as exc:
+        raise ApiError(400, exc.code, exc.message) from None
+
+
+def _check_scope(scope: Scope) -> None:
     raw_path = scope.get("raw_path")
     if isinstance(raw_path, bytes):
         _decoded(raw_path, "the path")
     for pair in bytes(scope.get("query_string", b"")).split(b"&"):
         name, _, value = pair.replace(b"+", b" ").partition(b"=")
-        label = _printable(unquote_to_bytes(name).decode("utf-8", "replace"))
+        label = printable(unquote_to_bytes(name).decode("utf-8", "replace"))
         _decoded(name, "a query parameter name")
         _decoded(value, f"query parameter {label}")
     for header, value in scope.get("headers", ()):
@@ -163,7 +125,10 @@ async def check_request(request: Request) -> None:
     for name in CHECKED_COOKIES:
         cookie = request.cookies.get(name)
         if cookie is not None:
-            check_text(cookie, f"cookie {name}")
+            try:
+                check_text(cookie, f"cookie {name}")
+            except Unstorable as exc:
+                raise ApiError(400, exc.code, exc.message) from None
     if request.method in _BODY_METHODS:
         raw = await request.body()
         if not raw.strip():
