@@ -167,7 +167,7 @@ def test_restart_recovery_keeps_history_pointer_and_seq(tmp_path: Any) -> None:
         )
         wait_turns_final(srv.base_url, conv, 1)
         ws.wait_for(lambda evs: any(e["type"] == "llm.final" for e in evs))
-        last_seq = max(e["seq"] for e in ws.events())
+        last_seq = max(e["seq"] for e in ws.events() if e["type"] not in ("ws.hello", "ws.pong"))
         ws.close()
     finally:
         assert srv.stop() == 0
@@ -179,6 +179,8 @@ def test_restart_recovery_keeps_history_pointer_and_seq(tmp_path: Any) -> None:
         ws.wait_for(lambda evs: any(e["type"] == "ws.hello" for e in evs))
         hello = ws.events("ws.hello")[0]
         assert hello["data"]["runtime_key"] == "fast"
+        assert "seq" not in hello  # a connection message is not a frame of the stream
+        assert hello["data"]["version"] == last_seq  # a clean stop wrote everything: no numbers skipped
         r = chat(srv, {"prompt": "what did I say earlier?", "conv_id": conv, "profile": "planner"})
         assert r.status_code == 200
         items = wait_turns_final(srv.base_url, conv, 2)

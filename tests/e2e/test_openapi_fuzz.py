@@ -1,5 +1,6 @@
 """Property-based fuzzing of every HTTP operation in ``/openapi.json`` against a real server: no input,
-valid or not, may produce a 5xx (schemathesis' ``not_a_server_error`` check).
+valid or not, may produce a 5xx (schemathesis' ``not_a_server_error`` check), and every 4xx must be
+JSON ``{error, code}``.
 
 Bounded and deterministic: per operation and generation mode (positive, negative) at most
 ``MAX_EXAMPLES`` examples, derandomized, no example database, no shrinking. The server listens on
@@ -7,11 +8,13 @@ Bounded and deterministic: per operation and generation mode (positive, negative
 
 The operations are driven one by one through ``APIOperation.as_strategy`` rather than
 ``schemathesis.pytest.from_fixture``: the latter's lazy loader sets ``node._nodeid``, which pytest 9
-no longer has. Every failure is collected, so one run reports all 5xx found, with a curl command each.
+no longer has. Every failure is collected, so one run reports all 5xx (and non-JSON refusals) found,
+with a curl command each.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +66,15 @@ def _known_overflow(case: schemathesis.Case) -> bool:
         return False
 
 
+def _is_error_body(content: bytes) -> bool:
+    """Every refusal is JSON ``{error, code}`` (http-api.md), never plain text."""
+    try:
+        doc = json.loads(content)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and set(doc) == {"error", "code"} and bool(doc["code"])
+
+
 def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, base_url: str) -> list[str]:
     """Run one operation in one generation mode; the 5xx responses found (at most 3), as curl commands."""
     label = f"{operation.method.upper()} {operation.path} ({mode.value})"
@@ -79,6 +91,11 @@ def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, base_url: 
         except (Failure, FailureGroup):  # recorded, and the search goes on
             if len(found) < 3:
                 found.append(f"{label}: {response.status_code}\n    {case.as_curl_command()}")
+            return
+        if response.status_code >= 400 and not _is_error_body(response.content) and len(found) < 3:
+            found.append(
+                f"{label}: {response.status_code} without {{error, code}}\n    {case.as_curl_command()}"
+            )
 
     try:
         run()

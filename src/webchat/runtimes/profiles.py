@@ -37,6 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from webchat.runtimes.tools import ToolRegistry, default_tool_registry
+from webchat.storable import Unstorable, check_json
 from webchat.turns.hashing import canonical_json
 from webchat.turns.keys import normalize_slug
 from webchat.turns.serde import Yaml12Loader, load_yaml
@@ -577,7 +578,21 @@ def parse_registry_text(text: str, *, source: str, tools: ToolRegistry | None = 
         doc = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ProfileError(f"{source}: invalid YAML: {exc}") from None
+    check_storable(doc, source)
     return parse_registry(doc, source=source, tools=tools)
+
+
+def check_storable(doc: Any, source: str) -> None:
+    """A profile's text ends up in turn rows (system prompt, options) and in ``profiles.db``: YAML can
+    spell a NUL or a lone surrogate (``"\\0"``, ``"\\ud800"``), which no store can hold, so such a
+    document is refused when it is loaded or written rather than failing every turn that uses it."""
+    if not isinstance(doc, Mapping):
+        return  # parse_registry says what is wrong with it
+    try:
+        for key, value in doc.items():
+            check_json(value, str(key))
+    except Unstorable as exc:
+        raise ProfileError(f"{source}: {exc.message}") from None
 
 
 def load_registry_file(path: str | Path, *, tools: ToolRegistry | None = None) -> ProfileRegistry:

@@ -48,6 +48,7 @@ from webchat.runtimes.profiles import (
     ProfileError,
     ProfileRegistry,
     Registries,
+    check_storable,
     parse_registry,
 )
 from webchat.runtimes.resolve import UnknownProfile
@@ -247,6 +248,7 @@ class SQLiteProfileStore:
 
     def create(self, registry_slug: str, slug: str, document: Mapping[str, Any]) -> Profile:
         """Store a new profile at version 1 (or one above its tombstone); :class:`ProfileExists` if live."""
+        _check_storable(document)
         self.validate(registry_slug, slug, document)  # fail before touching the database
 
         def txn(conn: sqlite3.Connection) -> Profile:
@@ -281,6 +283,7 @@ class SQLiteProfileStore:
             raise InvalidProfile(
                 f"cannot change {', '.join(unknown)} (changeable: {', '.join(DOCUMENT_KEYS)})"
             )
+        _check_storable(changes)
 
         def txn(conn: sqlite3.Connection) -> Profile:
             current = self._live_row(conn, registry_slug, slug)
@@ -335,6 +338,14 @@ class SQLiteProfileStore:
         if row is None:
             raise ProfileNotFound(f"unknown profile: {slug!r} in registry {registry_slug!r}")
         return _Row(slug, json.loads(row[0]), int(row[1]))
+
+
+def _check_storable(document: Mapping[str, Any]) -> None:
+    # Only new writes are checked: rows already stored (NUL was once accepted) must keep loading.
+    try:
+        check_storable(document, "profile")
+    except ProfileError as exc:
+        raise InvalidProfile(str(exc)) from None
 
 
 def _dumps(doc: Mapping[str, Any]) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from typing import Annotated, Any
 
@@ -23,8 +22,9 @@ from webchat.runtimes.resolve import (
 from webchat.server.deps import Services, services
 from webchat.server.errors import ApiError
 from webchat.server.ids import check_id
+from webchat.server.validation import CheckedRoute, json_body
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], route_class=CheckedRoute)
 
 LEGACY_SELECTORS = ("runtime_key", "registry_slug")
 COOKIE_NAME = "chat_profile"
@@ -85,11 +85,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 async def _parse(request: Request, max_prompt_chars: int) -> ChatRequest:
-    raw = await request.body()
-    try:
-        doc = json.loads(raw or b"")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed_json", "request body is not valid JSON") from exc
+    doc = await json_body(request)
     if not isinstance(doc, dict):
         raise ApiError(400, "invalid_request", "request body must be a JSON object")
     for key in LEGACY_SELECTORS:

@@ -17,6 +17,7 @@ from webchat.server.deps import Services, services
 from webchat.server.errors import ApiError
 from webchat.server.ids import MAX_SQLITE_INT, check_id
 from webchat.server.timeline import timeline_document
+from webchat.server.validation import CheckedRoute
 from webchat.stores.protocol import Snapshot, TurnQuery
 from webchat.stores.timeline import ConversationRecord
 from webchat.turns.keys import PHASES
@@ -32,7 +33,9 @@ def require_token(request: Request) -> None:
         raise ApiError(401, "unauthorized", "the debug API requires a bearer token")
 
 
-router = APIRouter(prefix="/api/debug", tags=["debug"], dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/api/debug", tags=["debug"], dependencies=[Depends(require_token)], route_class=CheckedRoute
+)
 
 Svc = Annotated[Services, Depends(services)]
 

@@ -37,8 +37,9 @@ from webchat.runtimes.sqlite_registry import ProfileWriteError, ProfileWriter, R
 from webchat.server.chat import COOKIE_NAME, ErrorBody
 from webchat.server.deps import Services, services
 from webchat.server.errors import ApiError
+from webchat.server.validation import CheckedRoute
 
-router = APIRouter(prefix="/api/chat", tags=["profiles"])
+router = APIRouter(prefix="/api/chat", tags=["profiles"], route_class=CheckedRoute)
 Svc = Annotated[Services, Depends(services)]
 
 

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Depends, Query
 
 from webchat.server.deps import Services, services
 from webchat.server.ids import MAX_SQLITE_INT, check_id
+from webchat.server.validation import CheckedRoute
 
-router = APIRouter(tags=["timeline"])
+router = APIRouter(tags=["timeline"], route_class=CheckedRoute)
 
 
 async def timeline_document(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
+from collections.abc import Mapping
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
@@ -13,12 +15,21 @@ from webchat.events.hub import Subscription
 from webchat.server.deps import ws_services
 from webchat.server.errors import ApiError
 from webchat.server.ids import check_id
+from webchat.server.validation import check_scope, parse_json
 
 router = APIRouter()
+log = logging.getLogger("webchat.server.ws")
+BINARY_REFUSED = "binary frames are not supported; send text frames"
 
 
-def _frame(type_: str, id_: str, seq: int, data: dict[str, object]) -> str:
-    return json.dumps({"sem": True, "event": {"type": type_, "id": id_, "seq": seq, "data": data}})
+def _control_frame(type_: str, id_: str, data: Mapping[str, object]) -> str:
+    # Connection messages carry no seq: a seq names one frame of the conversation's stream (scale-out.md
+    # §1), and two sockets' hellos or pongs must never claim the number of a real event.
+    return json.dumps({"sem": True, "event": {"type": type_, "id": id_, "data": data}})
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 @router.websocket("/ws")
@@ -26,6 +37,7 @@ async def stream(websocket: WebSocket) -> None:
     svc = ws_services(websocket)
     await websocket.accept()
     try:
+        check_scope(websocket.scope)
         conv_id = check_id(websocket.query_params.get("conv_id"), "conv_id")
     except ApiError as exc:
         await websocket.send_text(json.dumps({"error": exc.message, "code": exc.code}))
@@ -34,27 +46,27 @@ async def stream(websocket: WebSocket) -> None:
     conv = await svc.conversations.open(conv_id, create=True)
     subscription = conv.hub.subscribe()
     try:
-        await websocket.send_text(
-            _frame(
-                "ws.hello",
-                f"hello:{conv_id}",
-                conv.hub.version,
-                {"conv_id": conv_id, "runtime_key": conv.pointer, "server_time_ms": int(time.time() * 1000)},
-            )
-        )
+        hello = {
+            "conv_id": conv_id,
+            "runtime_key": conv.pointer,
+            "version": conv.hub.version,
+            "server_time_ms": _now_ms(),
+        }
+        await websocket.send_text(_control_frame("ws.hello", f"hello:{conv_id}", hello))
         sender = asyncio.create_task(_forward(websocket, subscription))
         try:
             while True:
-                text = await websocket.receive_text()
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None:
+                    log.info("ws %s: binary frame refused, closing with 1003", conv_id)
+                    await websocket.close(code=1003, reason=BINARY_REFUSED)
+                    break
                 if _is_ping(text):
-                    await websocket.send_text(
-                        _frame(
-                            "ws.pong",
-                            f"pong:{conv_id}",
-                            conv.hub.version,
-                            {"server_time_ms": int(time.time() * 1000)},
-                        )
-                    )
+                    pong = {"server_time_ms": _now_ms()}
+                    await websocket.send_text(_control_frame("ws.pong", f"pong:{conv_id}", pong))
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -63,15 +75,15 @@ async def stream(websocket: WebSocket) -> None:
         pass
     finally:
         conv.hub.unsubscribe(subscription)
-        conv.last_activity_ms = int(time.time() * 1000)
+        conv.last_activity_ms = _now_ms()
 
 
 def _is_ping(text: str) -> bool:
     if text.strip() == "ping":
         return True
     try:
-        doc = json.loads(text)
-    except ValueError:
+        doc = parse_json(text.encode("utf-8", "surrogatepass"), "frame")
+    except ApiError:
         return False
     return isinstance(doc, dict) and doc.get("type") == "ws.ping"
 
