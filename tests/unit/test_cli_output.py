@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -237,3 +238,16 @@ def test_known_conversation_without_turns_is_an_empty_answer(tmp_path: Path) -> 
         "turns", "list", "--conv-id", "other", "--phase", "pre_inference", "--data-dir", str(base)
     )
     assert result.code == 0 and result.stderr == ""
+
+
+def test_conversation_with_entities_only_is_known(data: Path) -> None:
+    """A timeline missing the version row and the index entry (``timeline verify`` reports it) still
+    has the conversation's entities: they are shown, not hidden behind "unknown conversation"."""
+    conn = sqlite3.connect(data / "timeline.db")
+    conn.execute("DELETE FROM timeline_versions")
+    conn.execute("DELETE FROM timeline_conversations")
+    conn.commit()
+    conn.close()
+    result = invoke("timeline", "entities", "--conv-id", CONV, "--data-dir", str(data), "-o", "json")
+    assert result.code == 0, result.stderr
+    assert [e["id"] for e in json.loads(result.stdout)] == [f"{TURN}:assistant"]

@@ -150,4 +150,10 @@ def conversation_in_timeline(path: Path, conv_id: str) -> bool:
 
 
 def timeline_knows(store: SQLiteTimelineStore, conv_id: str) -> bool:
-    return store.get_conversation(conv_id) is not None or store.current_version(conv_id) > 0
+    """A conversation record, a version or an entity (a store ``timeline verify`` would fault may lack
+    one of them) makes a conversation known."""
+    return (
+        store.get_conversation(conv_id) is not None
+        or store.current_version(conv_id) > 0
+        or bool(store.snapshot(conv_id, limit=1).entities)
+    )
