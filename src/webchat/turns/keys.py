@@ -42,6 +42,7 @@ def phase_problem(phase: str) -> str | None:
         return f"phase must be one of {', '.join(PHASES)}"
     return None
 
+
 _SLUG_RE: Final = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$")
 
 
