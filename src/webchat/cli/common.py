@@ -49,6 +49,11 @@ class StorePaths:
     timeline_db: Path
     timeline_explicit: bool
 
+    @property
+    def companion_timeline(self) -> Path:
+        """The timeline.db that goes with the turns.db: --timeline-db, else the one next to turns.db."""
+        return self.timeline_db if self.timeline_explicit else self.turns_db.with_name("timeline.db")
+
 
 def resolve_paths(
     data_dir: Path | None,

@@ -19,7 +19,14 @@ from webchat.cli.common import (
     TurnsDsnOpt,
     resolve_paths,
 )
-from webchat.cli.output import OutputFormat, OutputOpt, emit_document, emit_records, fail, stdout
+from webchat.cli.output import OutputFormat, OutputOpt, console, emit_document, emit_records, fail, lit
+from webchat.cli.stores import (
+    TIMELINE_HINT,
+    conversation_in_timeline,
+    require_file,
+    turns_connection,
+    unknown_conversation,
+)
 from webchat.stores.migrations.checks import missing_candidates, run_check, runtime_history
 from webchat.stores.migrations.turns_sqlite import (
     DEFAULT_BATCH_SIZE,
@@ -37,26 +44,6 @@ db_app = typer.Typer(help="Upgrade and validate turn stores (turns.db).", no_arg
 
 def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
-
-
-@contextmanager
-def open_readonly(path: Path) -> Any:
-    """A read-only connection to an existing store; a missing or unreadable file is exit code 2."""
-    if not path.exists():
-        raise fail(f"{path}: no such store (check --data-dir / --turns-db)")
-    try:
-        conn = connect(path, readonly=True)
-        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # a corrupt file fails here
-    except (StoreError, sqlite3.Error) as exc:
-        raise fail(f"{path}: cannot read store: {exc}") from exc
-    try:
-        yield conn
-    except StoreError as exc:
-        raise fail(str(exc)) from exc
-    except sqlite3.Error as exc:
-        raise fail(f"{path}: {exc}") from exc
-    finally:
-        conn.close()
 
 
 @db_app.command("migrate")
@@ -85,6 +72,10 @@ def migrate_cmd(
     paths = resolve_paths(data_dir, turns_db, timeline_db, turns_dsn, timeline_dsn)
     timeline = paths.timeline_db if (paths.timeline_explicit or paths.timeline_db.exists()) else None
     show_progress = output is OutputFormat.table and sys.stderr.isatty() and not dry_run
+    with turns_connection(paths.turns_db, migrated=False):
+        pass  # missing, a directory, corrupt or newer: one line and exit 2 before anything is touched
+    if timeline is not None:
+        require_file(timeline, "timeline store", TIMELINE_HINT)
     try:
         with _progress(show_progress) as on_progress:
             report = migrate_turns_db(
@@ -98,6 +89,9 @@ def migrate_cmd(
         timeline_changes = _upgrade_timeline(timeline, dry_run) if timeline is not None else []
     except StoreError as exc:
         raise fail(str(exc)) from exc
+    except sqlite3.Error as exc:
+        # --dry-run reads the file itself; a corrupt store fails on its first read.
+        raise fail(f"{paths.turns_db}: cannot read store: {exc}") from exc
     if report.timeline is not None:
         report.timeline["schema_changes"] = timeline_changes
     if output is OutputFormat.table:
@@ -155,19 +149,20 @@ def _progress(enabled: bool) -> Any:
 
 
 def _print_report(r: MigrationReport) -> None:
+    out = console()
     verb = "would" if r.dry_run else ""
     head = (
         "Dry run: nothing was changed."
         if r.dry_run
         else ("Migrated." if r.changed else "Already up to date.")
     )
-    stdout.print(f"[bold]{head}[/bold]  {r.path}")
-    stdout.print(f"  layout found:          {r.layout}")
-    stdout.print(f"  schema version:        {r.schema_version_before} -> {r.schema_version_after}")
+    out.print(f"[bold]{head}[/bold]  {lit(r.path)}")
 
     def line(label: str, value: Any) -> None:
-        stdout.print(f"  {label:<22} {value}")
+        out.print(f"  {label:<22} {lit(value)}")
 
+    line("layout found:", r.layout)
+    line("schema version:", f"{r.schema_version_before} -> {r.schema_version_after}")
     if r.steps_applied:
         line(f"steps {verb} applied:".replace("  ", " "), ", ".join(r.steps_applied))
     if r.tables_created:
@@ -199,15 +194,22 @@ def _print_report(r: MigrationReport) -> None:
             changes = r.timeline.get("schema_changes") or []
             line(f"timeline.db {verb} changes:".replace("  ", " "), ", ".join(changes) or "none")
     for row in r.unparseable:
-        stdout.print(
-            f"  [yellow]unparseable[/yellow] {row.table} rowid={row.rowid} conv={row.conv_id} "
-            f"session={row.session_id} turn={row.turn_id} phase={row.phase}: {row.error}"
+        out.print(
+            "  [yellow]unparseable[/yellow] "
+            + lit(
+                f"{row.table} rowid={row.rowid} conv={row.conv_id} session={row.session_id} "
+                f"turn={row.turn_id} phase={row.phase}: {row.error}"
+            )
         )
     if r.missing_runtime_key or r.missing_inference_id:
-        stdout.print(
+        out.print(
             "  Unknown values stay '' (never guessed). Inspect them with: web-chat db missing",
             style="dim",
         )
+
+
+def _count(value: int | None) -> str:
+    return "unknown until migrated" if value is None else str(value)
 
 
 @db_app.command("check")
@@ -220,14 +222,19 @@ def check_cmd(
     turns_dsn: TurnsDsnOpt = None,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
-    """Validate a store: columns, required indexes, schema version, rows missing runtime/inference."""
+    """Validate a store: columns, required indexes, schema version, rows missing runtime/inference.
+
+    Exit 1 on a schema problem (an un-migrated store is one: run web-chat db migrate), and with --strict
+    also when rows miss values; exit 2 when the store cannot be used (missing, corrupt, newer schema).
+    """
     paths = resolve_paths(data_dir, turns_db, None, turns_dsn)
-    with open_readonly(paths.turns_db) as conn:
+    with turns_connection(paths.turns_db, migrated=False) as conn:
         result = run_check(conn)
     doc = result.to_dict()
     if output is OutputFormat.table:
+        out = console()
         ok = "[green]ok[/green]" if result.schema_ok else "[red]problems found[/red]"
-        stdout.print(
+        out.print(
             f"[bold]Schema:[/bold] {ok}  (version {result.schema_version}/{result.expected_schema_version})"
         )
         emit_records(
@@ -237,23 +244,26 @@ def check_cmd(
             title="turns columns",
         )
         for name, present in result.indexes.items():
-            stdout.print(f"  index {name}: {'present' if present else '[red]missing[/red]'}")
-        stdout.print(f"  total_turns: {result.total_turns}")
-        stdout.print(f"  missing_runtime_or_inference: {result.missing_runtime_or_inference}")
-        stdout.print(f"  missing_runtime_key: {result.missing_runtime_key}")
-        stdout.print(f"  missing_inference_id: {result.missing_inference_id}")
+            out.print(f"  index {lit(name)}: {'present' if present else '[red]missing[/red]'}")
+        out.print(f"  total_turns: {_count(result.total_turns)}")
+        out.print(f"  missing_runtime_or_inference: {_count(result.missing_runtime_or_inference)}")
+        out.print(f"  missing_runtime_key: {_count(result.missing_runtime_key)}")
+        out.print(f"  missing_inference_id: {_count(result.missing_inference_id)}")
         if result.legacy_tables:
-            stdout.print(
-                f"  legacy tables kept: {', '.join(result.legacy_tables)} "
+            out.print(
+                f"  legacy tables kept: {lit(', '.join(result.legacy_tables))} "
                 f"(unparseable rows: {result.legacy_rows_unparseable})"
             )
         for problem in result.problems:
-            stdout.print(f"  [red]problem:[/red] {problem}")
+            out.print(f"  [red]problem:[/red] {lit(problem)}")
     elif output is OutputFormat.csv:
         flat = {k: v for k, v in doc.items() if not isinstance(v, (list, dict))}
         emit_records([flat], output, list(flat))
     else:
         emit_document(doc, output)
+    if result.needs_migration:
+        # The report above is for reading; this line is what a script or an operator acts on.
+        raise fail(f"{paths.turns_db}: {result.problems[0]}", code=1)
     if not result.schema_ok or (strict and result.missing_runtime_or_inference):
         raise typer.Exit(1)
 
@@ -263,15 +273,21 @@ def history_cmd(
     conv_id: Annotated[str, typer.Option("--conv-id", help="Conversation id.")],
     data_dir: DataDirOpt = None,
     turns_db: TurnsDbOpt = None,
+    timeline_db: TimelineDbOpt = None,
     turns_dsn: TurnsDsnOpt = None,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
-    """One conversation's runtime history from turn rows, runtime switches marked."""
+    """One conversation's runtime history from turn rows, runtime switches marked.
+
+    An unknown conversation (no turn rows, and not in the timeline index) is an error, exit 1.
+    """
     if not conv_id.strip():
         raise fail("--conv-id must not be empty")
-    paths = resolve_paths(data_dir, turns_db, None, turns_dsn)
-    with open_readonly(paths.turns_db) as conn:
+    paths = resolve_paths(data_dir, turns_db, timeline_db, turns_dsn)
+    with turns_connection(paths.turns_db) as conn:
         rows = runtime_history(conn, conv_id)
+    if not rows and not conversation_in_timeline(paths.companion_timeline, conv_id):
+        raise unknown_conversation(conv_id)
     if output is OutputFormat.table:
         display = [
             {
@@ -301,7 +317,7 @@ def missing_cmd(
 ) -> None:
     """Candidates for manual recovery: rows with an empty runtime_key or inference_id."""
     paths = resolve_paths(data_dir, turns_db, None, turns_dsn)
-    with open_readonly(paths.turns_db) as conn:
+    with turns_connection(paths.turns_db) as conn:
         rows = missing_candidates(conn, limit)
     emit_records(
         rows,

@@ -13,6 +13,7 @@ from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
+from webchat.cli.output import CliConsole
 from webchat.docs import Section, SectionType, filter_by_topic, get_section, load_sections, search
 
 # Listing order of the section types: concepts first, then hands-on material.
@@ -32,7 +33,7 @@ def _error(message: str) -> None:
 
 def _console() -> Console:
     # Created per call so that it writes to the current sys.stdout (tests and pipes swap it).
-    return Console(soft_wrap=False)
+    return CliConsole(soft_wrap=False)
 
 
 def _table(sections: Sequence[Section], title: str | None = None) -> Table:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from webchat.cli.common import DataDirOpt, TimelineDbOpt, TimelineDsnOpt, resolve_paths
-from webchat.cli.output import OutputFormat, OutputOpt, emit_records, fail, stdout
-from webchat.stores.protocol import StoreError
+from webchat.cli.output import OutputFormat, OutputOpt, console, emit_records, fail
+from webchat.cli.stores import timeline_knows, timeline_store, unknown_conversation
 from webchat.stores.sqlite.timeline_store import SQLiteTimelineStore
 
 timeline_app = typer.Typer(
@@ -40,24 +38,15 @@ def register(app: typer.Typer) -> None:
     app.add_typer(timeline_app, name="timeline")
 
 
-@contextmanager
 def _store(
     data_dir: Path | None, timeline_db: Path | None, timeline_dsn: str | None
-) -> Iterator[SQLiteTimelineStore]:
-    """The store opened read-only: a read command never creates, migrates or changes the file."""
-    path = resolve_paths(data_dir, None, timeline_db, None, timeline_dsn).timeline_db
-    if not path.exists():
-        raise fail(f"{path}: no such timeline store (check --data-dir / --timeline-db)")
-    try:
-        store = SQLiteTimelineStore(path, readonly=True)
-    except StoreError as exc:
-        raise fail(str(exc)) from exc
-    try:
-        yield store
-    except (StoreError, sqlite3.DatabaseError) as exc:
-        raise fail(f"{path}: {exc}") from exc
-    finally:
-        store.close()
+) -> AbstractContextManager[SQLiteTimelineStore]:
+    return timeline_store(resolve_paths(data_dir, None, timeline_db, None, timeline_dsn).timeline_db)
+
+
+def _require_known(store: SQLiteTimelineStore, conv_id: str) -> None:
+    if not timeline_knows(store, conv_id):
+        raise unknown_conversation(conv_id)
 
 
 def _conv_id(value: str) -> str:
@@ -94,6 +83,7 @@ def snapshot_cmd(
     """The hydration snapshot of a conversation, as GET /api/timeline serves it."""
     conv_id = _conv_id(conv_id)
     with _store(data_dir, timeline_db, timeline_dsn) as store:
+        _require_known(store, conv_id)
         snap = store.snapshot(conv_id, since_version=since_version, limit=limit)
     doc = snap.to_dict()
     title = (
@@ -117,6 +107,7 @@ def entities_cmd(
     """A conversation's entities in first-seen order."""
     conv_id = _conv_id(conv_id)
     with _store(data_dir, timeline_db, timeline_dsn) as store:
+        _require_known(store, conv_id)
         snap = store.snapshot(conv_id, since_version=since_version)
     records = [e.to_dict() for e in snap.entities if not kind or e.kind == kind]
     emit_records(records, output, ENTITY_COLUMNS, title=f"entities of {conv_id}")
@@ -136,6 +127,7 @@ def entity_cmd(
     if not entity_id.strip():
         raise fail("--id must not be empty")
     with _store(data_dir, timeline_db, timeline_dsn) as store:
+        _require_known(store, conv_id)
         entity = store.get_entity(conv_id, entity_id)
     if entity is None:
         raise fail(f"no entity {entity_id!r} in conversation {conv_id!r}", code=1)
@@ -171,7 +163,7 @@ def verify_cmd(
     columns = ["check", "conv_id", "entity_id", "detail"]
     document: dict[str, Any] = {"ok": not problems, "problems": problems}
     if output is OutputFormat.table and not problems:
-        stdout.print("[green]ok[/green]: timeline versions are consistent")
+        console().print("[green]ok[/green]: timeline versions are consistent")
     else:
         emit_records(problems, output, columns, title="timeline problems", document=document)
     if problems:

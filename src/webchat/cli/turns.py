@@ -5,11 +5,30 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+import yaml
+from rich.text import Text
 
-from webchat.cli.common import DataDirOpt, TurnsDbOpt, TurnsDsnOpt, resolve_paths
-from webchat.cli.output import OutputFormat, OutputOpt, emit_document, emit_records, fail, stdout
-from webchat.stores.protocol import Snapshot, StoreError, TurnQuery
-from webchat.stores.sqlite.turn_store import SQLiteTurnStore
+from webchat.cli.common import DataDirOpt, TimelineDbOpt, TurnsDbOpt, TurnsDsnOpt, resolve_paths
+from webchat.cli.output import (
+    OutputFormat,
+    OutputOpt,
+    console,
+    emit_document,
+    emit_records,
+    fail,
+    lit,
+    local_time,
+    visible,
+)
+from webchat.cli.stores import (
+    conversation_has_turns,
+    conversation_in_timeline,
+    turn_store,
+    turns_connection,
+    unknown_conversation,
+)
+from webchat.stores.protocol import Snapshot, TurnQuery
+from webchat.turns.keys import phase_problem
 
 turns_app = typer.Typer(help="Read stored turn snapshots.", no_args_is_help=True)
 
@@ -18,19 +37,36 @@ def register(app: typer.Typer) -> None:
     app.add_typer(turns_app, name="turns")
 
 
-def _store(data_dir: Any, turns_db: Any, turns_dsn: Any) -> SQLiteTurnStore:
-    paths = resolve_paths(data_dir, turns_db, None, turns_dsn)
-    if not paths.turns_db.exists():
-        raise fail(f"{paths.turns_db}: no such store (check --data-dir / --turns-db)")
-    # Reads only: the store is not migrated from here (use `web-chat db migrate`).
-    try:
-        return SQLiteTurnStore(paths.turns_db)
-    except StoreError as exc:
-        raise fail(str(exc)) from exc
-
-
 def _summary(s: Snapshot) -> dict[str, Any]:
     return {**s.summary(), "blocks": len(s.turn.blocks)}
+
+
+def _visible_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return visible(value)
+    if isinstance(value, dict):
+        return {_visible_strings(k): _visible_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_visible_strings(v) for v in value]
+    return value
+
+
+def yaml_for_people(doc: Any) -> str:
+    """The turn as YAML to read on a terminal (``-o json`` and the debug API keep the exact payload).
+
+    Control characters are shown as ``\\xNN`` beforehand, so no string needs YAML's double-quoted
+    escapes, which would also write emoji and other characters outside the BMP as ``\\UXXXXXXXX``.
+    """
+    return str(
+        yaml.dump(
+            _visible_strings(doc),
+            Dumper=yaml.SafeDumper,
+            allow_unicode=True,
+            sort_keys=False,
+            default_flow_style=False,
+            width=1 << 30,
+        )
+    )
 
 
 @turns_app.command("list")
@@ -44,29 +80,34 @@ def list_cmd(
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
     data_dir: DataDirOpt = None,
     turns_db: TurnsDbOpt = None,
+    timeline_db: TimelineDbOpt = None,
     turns_dsn: TurnsDsnOpt = None,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Phase snapshots of a conversation or session, newest first."""
     if not conv_id.strip() and not session_id.strip():
         raise fail("--conv-id or --session-id is required")
-    store = _store(data_dir, turns_db, turns_dsn)
-    try:
-        items = store.list_snapshots(
-            TurnQuery(
-                conv_id=conv_id,
-                session_id=session_id,
-                phase=phase,
-                runtime_key=runtime_key,
-                inference_id=inference_id,
-                since_ms=since_ms,
-                limit=limit,
-            )
-        )
-    except Exception as exc:
-        raise fail(f"cannot read snapshots: {exc}") from exc
-    finally:
-        store.close()
+    if problem := phase_problem(phase):
+        raise fail(problem)
+    paths = resolve_paths(data_dir, turns_db, timeline_db, turns_dsn)
+    query = TurnQuery(
+        conv_id=conv_id,
+        session_id=session_id,
+        phase=phase,
+        runtime_key=runtime_key,
+        inference_id=inference_id,
+        since_ms=since_ms,
+        limit=limit,
+    )
+    with turn_store(paths.turns_db) as store:
+        items = store.list_snapshots(query)
+    if conv_id and not items:
+        # As the debug API: a conversation with no stored turn and no timeline entry is unknown; a known
+        # one whose filters match nothing is an empty list.
+        with turns_connection(paths.turns_db) as conn:
+            known = conversation_has_turns(conn, conv_id)
+        if not known and not conversation_in_timeline(paths.companion_timeline, conv_id):
+            raise unknown_conversation(conv_id)
     columns = [
         "conv_id",
         "session_id",
@@ -91,12 +132,10 @@ def show_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Every phase snapshot of one turn (newest first) with its runtime and inference."""
-    store = _store(data_dir, turns_db, turns_dsn)
-    try:
+    paths = resolve_paths(data_dir, turns_db, None, turns_dsn)
+    with turn_store(paths.turns_db) as store:
         items = store.load_turn(conv_id, session_id, turn_id)
         row = store.turn_row(conv_id, session_id, turn_id)
-    finally:
-        store.close()
     if row is None:
         raise fail(f"no turn {conv_id}/{session_id}/{turn_id}", code=1)
     doc = {
@@ -124,12 +163,14 @@ def show_cmd(
         else:
             emit_document(doc, output)
         return
-    stdout.print(
-        f"[bold]turn {turn_id}[/bold]  runtime_key={row.runtime_key or '(unknown)'}  "
-        f"inference_id={row.inference_id or '(unknown)'}"
+    out = console()
+    out.print(
+        f"[bold]turn {lit(turn_id)}[/bold]  runtime_key={lit(row.runtime_key or '(unknown)')}  "
+        f"inference_id={lit(row.inference_id or '(unknown)')}"
     )
     for s in items:
-        stdout.print(
-            f"\n[bold cyan]── {s.phase}[/bold cyan] at {s.created_at_ms} ({len(s.turn.blocks)} blocks)"
+        out.print(
+            f"\n[bold cyan]── {lit(s.phase)}[/bold cyan] at {local_time(s.created_at_ms)} "
+            f"({len(s.turn.blocks)} blocks)"
         )
-        stdout.print(s.payload, markup=False, highlight=False)
+        out.print(Text(yaml_for_people(s.parsed())))

@@ -20,7 +20,7 @@ from webchat.server.timeline import timeline_document
 from webchat.server.validation import CheckedRoute
 from webchat.stores.protocol import Snapshot, TurnQuery
 from webchat.stores.timeline import ConversationRecord
-from webchat.turns.keys import PHASES
+from webchat.turns.keys import phase_problem
 
 
 def require_token(request: Request) -> None:
@@ -136,8 +136,8 @@ async def turns(
 ) -> dict[str, Any]:
     if not conv_id and not session_id:
         raise ApiError(400, "missing_filter", "conv_id or session_id is required")
-    if phase and phase not in PHASES:
-        raise ApiError(400, "invalid_phase", f"phase must be one of {', '.join(PHASES)}")
+    if problem := phase_problem(phase):
+        raise ApiError(400, "invalid_phase", problem)
     for name, value in (("conv_id", conv_id), ("session_id", session_id)):
         if value:
             check_id(value, name)

@@ -32,6 +32,17 @@ NESTED_VALUE_KEYS: Final[tuple[str, ...]] = (
 
 PHASES: Final[tuple[str, ...]] = ("pre_inference", "post_inference", "post_tools", "final")
 
+
+def phase_problem(phase: str) -> str | None:
+    """Why ``phase`` is not a valid phase filter (``''`` means every phase), or None when it is.
+
+    The one rule for the debug API (400 ``invalid_phase``) and ``web-chat turns list --phase``.
+    """
+    if phase and phase not in PHASES:
+        return f"phase must be one of {', '.join(PHASES)}"
+    return None
+
+
 _SLUG_RE: Final = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$")
 
 

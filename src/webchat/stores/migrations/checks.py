@@ -65,13 +65,16 @@ class CheckResult:
     expected_schema_version: int = SCHEMA_VERSION
     columns: list[dict[str, Any]] = field(default_factory=list)
     indexes: dict[str, bool] = field(default_factory=dict)
-    total_turns: int = 0
-    missing_runtime_or_inference: int = 0
-    missing_runtime_key: int = 0
-    missing_inference_id: int = 0
+    # None while the store is not migrated: its turns have no runtime_key / inference_id to count yet.
+    total_turns: int | None = None
+    missing_runtime_or_inference: int | None = None
+    missing_runtime_key: int | None = None
+    missing_inference_id: int | None = None
     legacy_rows_unparseable: int = 0
     legacy_tables: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+    needs_migration: bool = False
 
     @property
     def schema_ok(self) -> bool:
@@ -94,9 +97,22 @@ class CheckResult:
         }
 
 
+MIGRATE_HINT: Final = "run web-chat db migrate"
+
+
 def run_check(conn: sqlite3.Connection) -> CheckResult:
     result = CheckResult(schema_version=recorded_version(conn))
     cols = columns(conn, "turns")
+    # An older recorded version, or a turns table without the runtime-truth columns, is a store the
+    # migration has not (fully) upgraded: the first problem says so and what to run.
+    result.needs_migration = result.schema_version < SCHEMA_VERSION or not (
+        "runtime_key" in cols and "inference_id" in cols
+    )
+    if result.needs_migration:
+        result.problems.append(
+            f"store is not migrated (schema version {result.schema_version} of {SCHEMA_VERSION}): "
+            f"{MIGRATE_HINT}"
+        )
     if not cols:
         result.problems.append("table turns does not exist")
         return result
@@ -124,10 +140,6 @@ def run_check(conn: sqlite3.Connection) -> CheckResult:
         result.indexes[name] = present
         if not present:
             result.problems.append(f"index {name} is missing")
-    if result.schema_version < SCHEMA_VERSION:
-        result.problems.append(
-            f"schema version {result.schema_version} is older than {SCHEMA_VERSION}: run web-chat db migrate"
-        )
     if "runtime_key" in cols and "inference_id" in cols:
         total, missing_rk, missing_inf, missing_any = conn.execute(SQL_MISSING_SPLIT).fetchone()
         result.total_turns = int(total)
