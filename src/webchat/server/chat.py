@@ -80,7 +80,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Bad input (blank prompt, invalid slug, malformed JSON, legacy selector)",
     },
     404: {"model": ErrorBody, "description": "Unknown profile or registry"},
+    409: {
+        "model": ErrorBody,
+        "description": "idempotency_key_reused: the key names a prompt of another conversation or text",
+    },
     413: {"model": ErrorBody, "description": "Prompt or body over the configured limit"},
+    503: {"model": ErrorBody, "description": "shutting_down: the server accepts no new prompt"},
 }
 
 

@@ -39,21 +39,33 @@ async def stream(websocket: WebSocket) -> None:
     try:
         check_scope(websocket.scope)
         conv_id = check_id(websocket.query_params.get("conv_id"), "conv_id")
+        since_seq = _since_seq(websocket.query_params.get("since_seq"))
     except ApiError as exc:
         await websocket.send_text(json.dumps({"error": exc.message, "code": exc.code}))
         await websocket.close(code=1008)
         return
     conv = await svc.conversations.open(conv_id, create=True)
+    # Subscribe first, then look at what is held: a frame published in between is in both, and the
+    # forwarder skips what the replay already sent.
     subscription = conv.hub.subscribe()
+    replay = conv.hub.held_since(since_seq) if since_seq is not None else []
     try:
-        hello = {
+        hello: dict[str, object] = {
             "conv_id": conv_id,
             "runtime_key": conv.pointer,
             "version": conv.hub.version,
             "server_time_ms": _now_ms(),
         }
+        if since_seq is not None:
+            # "stream": the frames after since_seq follow; "snapshot": some are no longer held, so the
+            # client rehydrates from /api/timeline?since_version=since_seq (http-api.md, stream resume).
+            hello["resume"] = "stream" if replay is not None else "snapshot"
         await websocket.send_text(_control_frame("ws.hello", f"hello:{conv_id}", hello))
-        sender = asyncio.create_task(_forward(websocket, subscription))
+        sent = since_seq or 0
+        for event in replay or []:
+            await websocket.send_text(event.frame_json)
+            sent = event.seq
+        sender = asyncio.create_task(_forward(websocket, subscription, sent if replay else 0))
         try:
             while True:
                 message = await websocket.receive()
@@ -88,9 +100,20 @@ def _is_ping(text: str) -> bool:
     return isinstance(doc, dict) and doc.get("type") == "ws.ping"
 
 
-async def _forward(websocket: WebSocket, subscription: Subscription) -> None:
-    """Send every frame of the subscription; a dropped (too slow) subscription closes the socket."""
+def _since_seq(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 16 or int(text) >= 2**53:
+        raise ApiError(400, "invalid_since_seq", "since_seq must be a non-negative integer below 2^53")
+    return int(text)
+
+
+async def _forward(websocket: WebSocket, subscription: Subscription, after_seq: int = 0) -> None:
+    """Send every frame of the subscription with seq above ``after_seq`` (a resume already sent those);
+    a dropped (too slow) subscription closes the socket."""
     async for event in subscription:
-        await websocket.send_text(event.frame_json)
+        if event.seq > after_seq:
+            await websocket.send_text(event.frame_json)
     with contextlib.suppress(Exception):
         await websocket.close(code=1013, reason="client too slow; reconnect and hydrate from /api/timeline")
