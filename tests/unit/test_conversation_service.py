@@ -251,7 +251,7 @@ def test_recovery_records_the_interrupted_turn_and_runs_the_queue_once_in_order(
         async def main() -> None:
             svc = s.service()
             report = await svc.recover()
-            assert report == {"interrupted": 1, "queued": 2, "not_run": 0}
+            assert report == {"interrupted": 1, "completed": 0, "queued": 2, "not_run": 0}
             await idle(svc, "c1")
             await svc.shutdown(1)
 
@@ -290,7 +290,7 @@ def test_recovery_records_the_interrupted_turn_and_runs_the_queue_once_in_order(
 
         async def again() -> None:
             svc = s.service()
-            assert await svc.recover() == {"interrupted": 0, "queued": 0, "not_run": 0}
+            assert await svc.recover() == {"interrupted": 0, "completed": 0, "queued": 0, "not_run": 0}
             await svc.shutdown(1)
 
         run(again)
@@ -309,7 +309,7 @@ def test_a_queued_prompt_whose_stored_runtime_is_damaged_is_not_run_and_says_so(
 
         async def main() -> None:
             svc = s.service()
-            assert await svc.recover() == {"interrupted": 1, "queued": 1, "not_run": 1}
+            assert await svc.recover() == {"interrupted": 1, "completed": 0, "queued": 1, "not_run": 1}
             await idle(svc, "c1")
             await svc.shutdown(1)
 
@@ -380,7 +380,7 @@ def test_shutdown_keeps_queued_prompts_queued_and_records_the_running_one_as_int
 
         async def next_start() -> None:
             svc = s.service()
-            assert await svc.recover() == {"interrupted": 0, "queued": 1, "not_run": 0}
+            assert await svc.recover() == {"interrupted": 0, "completed": 0, "queued": 1, "not_run": 0}
             await idle(svc, "c1")
             await svc.shutdown(1)
 
@@ -473,3 +473,42 @@ def test_a_conversation_whose_frames_were_not_written_is_not_marked_closed_and_k
 
         assert asyncio.run(second_life()) > max(seen)
         turns.close()
+
+
+def test_a_turn_that_finished_just_before_the_crash_is_recorded_done_not_interrupted(tmp_path: Path) -> None:
+    """The process died after the final snapshot was written but before the prompt row said done: the
+    turn ran once and finished, so it must not be relabelled as failed."""
+    from webchat.turns.model import Block, Turn
+
+    with stores(tmp_path) as s:
+        crash_leftovers(s)
+        final = Turn(
+            id="t0",
+            blocks=[
+                Block(kind="user", role="user", payload={"text": "first prompt"}, id="t0#user"),
+                Block(kind="llm_text", role="assistant", payload={"text": "the whole answer"}, id="t0#1"),
+            ],
+            metadata={
+                keys.SESSION_ID: "s1",
+                keys.INFERENCE_ID: "inf-0",
+                keys.RUNTIME: {"runtime_key": "default"},
+            },
+        )
+        s.turns.save_snapshot("c1", "s1", final, "final", 2010, runtime_key="default", inference_id="inf-0")
+
+        async def main() -> None:
+            svc = s.service()
+            assert await svc.recover() == {"interrupted": 0, "completed": 1, "queued": 2, "not_run": 0}
+            await idle(svc, "c1")
+            await svc.shutdown(1)
+
+        run(main)
+        prompt = s.prompts.get("c1", "t0")
+        assert prompt is not None and (prompt.status, prompt.error_code) == ("done", "")
+        phases = [sn.phase for sn in s.turns.load_turn("c1", "s1", "t0")]
+        assert phases == ["final", "pre_inference"]  # no error snapshot was added
+        entity = s.timeline.get_entity("c1", "t0:assistant")
+        assert entity is not None and entity.props["streaming"] is False
+        assert entity.props["content"] == "the whole answer" and "error" not in entity.props
+        t1 = s.turns.load_turn("c1", "s1", "t1")[0].turn
+        assert "the whole answer" in [b.payload.get("text") for b in t1.blocks]

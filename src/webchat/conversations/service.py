@@ -470,13 +470,16 @@ class ConversationService:
     # -- recovery -----------------------------------------------------------------------------------
 
     async def recover(self) -> dict[str, int]:
-        """After a start: record the prompts that were running as interrupted turns, then queue the
-        prompts still waiting, in the order they were accepted. Returns counts for the log."""
-        interrupted = not_run = queued = 0
+        """After a start: record the prompts that were running as interrupted turns (or as done, when the
+        turn had finished and only its prompt row was not updated), then queue the prompts still waiting,
+        in the order they were accepted. Returns counts for the log."""
+        interrupted = completed = not_run = queued = 0
         for rec in await asyncio.to_thread(self.prompts.by_status, RUNNING):
             conv = await self.open(rec.conv_id, create=True)
-            await self._record_interrupted(conv, rec)
-            interrupted += 1
+            if await self._record_interrupted(conv, rec):
+                interrupted += 1
+            else:
+                completed += 1
         for rec in await asyncio.to_thread(self.prompts.by_status, QUEUED):
             conv = await self.open(rec.conv_id, create=True)
             try:
@@ -504,7 +507,7 @@ class ConversationService:
         for conv in self._live.values():
             if conv.queue:
                 self._ensure_worker(conv)
-        return {"interrupted": interrupted, "queued": queued, "not_run": not_run}
+        return {"interrupted": interrupted, "completed": completed, "queued": queued, "not_run": not_run}
 
     async def _not_run(self, conv: Conversation, rec: PromptRecord, why: str) -> None:
         message_id = f"{rec.turn_id}:assistant"
@@ -516,9 +519,11 @@ class ConversationService:
         )
         await asyncio.to_thread(self.prompts.finish, rec.conv_id, rec.turn_id, NOT_RUN, NOT_RUN, now_ms())
 
-    async def _record_interrupted(self, conv: Conversation, rec: PromptRecord) -> None:
+    async def _record_interrupted(self, conv: Conversation, rec: PromptRecord) -> bool:
         """The running prompt of a process that died: a failed turn, code ``interrupted``, keeping what
-        was streamed; its timeline entities are closed."""
+        was streamed; its timeline entities are closed. Returns False when the turn had in fact finished
+        (its ``final`` snapshot is stored; the process died before the prompt row said so): the prompt is
+        then recorded as done, and its answer closes the timeline message."""
         session_id = rec.session_id or conv.session_id
         snapshots = await asyncio.to_thread(self.turns.load_turn, rec.conv_id, session_id, rec.turn_id)
         latest = newest(snapshots)
@@ -529,6 +534,10 @@ class ConversationService:
         ]
         streaming = [e for e in entities if e.kind == "message" and e.props.get("role") == "assistant"]
         open_message = next((e for e in reversed(streaming) if e.props.get("streaming")), None)
+        final = next((sn for sn in snapshots if sn.phase == "final"), None)
+        if final is not None:
+            await self._record_finished(conv, rec, final, open_message)
+            return False
         partial = str(open_message.props.get("content", "")) if open_message else ""
         runtime_meta = rec.runtime
         if latest is not None:
@@ -612,6 +621,26 @@ class ConversationService:
             dict(meta, inference=inference),
         )
         await asyncio.to_thread(self.prompts.finish, rec.conv_id, rec.turn_id, FAILED, INTERRUPTED, now_ms())
+        return True
+
+    async def _record_finished(
+        self, conv: Conversation, rec: PromptRecord, final: Snapshot, open_message: Any
+    ) -> None:
+        conv.history = history_of(final.turn)
+        if open_message is not None:
+            # The final snapshot is written before llm.final is sent: the client may not have heard it.
+            answers = [b for b in final.turn.blocks if b.kind == "llm_text" and b.role == "assistant"]
+            text = str(answers[-1].payload.get("text", "")) if answers else ""
+            meta: dict[str, Any] = {
+                "runtime_key": rec.runtime_key,
+                "inference_id": rec.inference_id,
+                "turn_id": rec.turn_id,
+            }
+            inference = final.turn.metadata.get(keys.INFERENCE)
+            if isinstance(inference, dict):
+                meta["inference"] = inference
+            await conv.hub.publish("llm.final", open_message.id, {"id": open_message.id, "text": text}, meta)
+        await asyncio.to_thread(self.prompts.finish, rec.conv_id, rec.turn_id, DONE, "", now_ms())
 
     # -- lifecycle ----------------------------------------------------------------------------------
 

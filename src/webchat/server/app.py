@@ -126,7 +126,8 @@ def create_app(settings: Settings | None = None, stores: OpenStores | None = Non
             if any(recovered.values()):
                 log.info(
                     "recovered after an unclean stop: %(interrupted)d interrupted turns recorded, "
-                    "%(queued)d queued prompts to run, %(not_run)d not run",
+                    "%(completed)d finished turns confirmed, %(queued)d queued prompts to run, "
+                    "%(not_run)d not run",
                     recovered,
                 )
         except BaseException:
