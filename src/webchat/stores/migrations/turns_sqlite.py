@@ -39,7 +39,7 @@ from webchat.stores.sqlite.turn_schema import (
     recorded_version,
     table_exists,
 )
-from webchat.stores.sqlite.turn_store import save_snapshot_tx
+from webchat.stores.sqlite.turn_store import save_snapshot_tx, turn_write_sql
 from webchat.turns.serde import TurnFormatError, turn_from_yaml
 
 DEFAULT_BATCH_SIZE = 20_000
@@ -343,6 +343,7 @@ def _convert_kept_tables(
                 step: str = step,
             ) -> int:
                 n = 0
+                write_sql = turn_write_sql(c)
                 for rowid, conv_id, session_id, turn_id, phase, created, payload in rows:
                     ids = (str(conv_id or ""), str(session_id or ""), str(turn_id or ""), str(phase or ""))
                     try:
@@ -359,7 +360,15 @@ def _convert_kept_tables(
                         c.execute("SAVEPOINT convert_row")
                         try:
                             save_snapshot_tx(
-                                c, *ids[:2], turn, ids[3], int(created or 0), rk, inf, fill_only=True
+                                c,
+                                *ids[:2],
+                                turn,
+                                ids[3],
+                                int(created or 0),
+                                rk,
+                                inf,
+                                fill_only=True,
+                                sql=write_sql,
                             )
                         except BaseException:
                             c.execute("ROLLBACK TO convert_row")
