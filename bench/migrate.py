@@ -46,6 +46,9 @@ FULL_CONVERSATIONS = 1_000
 QUICK_ROWS = 50_000
 QUICK_CONVERSATIONS = 100
 FULL_REPEAT = 2
+# The small-row case: many turns whose turn_data_json is tiny, so the per-row resolver dominates.
+SMALL_ROWS = 400_000
+SMALL_CONVERSATIONS = 1_000
 
 TARGET_VS_SET_BASED = 2.0
 TARGET_VS_ROW_BY_ROW = 5.0
@@ -243,7 +246,9 @@ def turn_data(rng: random.Random) -> str:
     return _dumps({"geppetto.agent_mode@v1": rng.choice(("chat", "plan", "research")), "attempt": 1})
 
 
-def generate(path: Path, rows: int, conversations: int, seed: int) -> dict[str, Any]:
+def generate(
+    path: Path, rows: int, conversations: int, seed: int, *, tiny_data: bool = False
+) -> dict[str, Any]:
     """Write the pre-cutover store: executemany in one transaction, deterministic for a given seed."""
     rng = random.Random(seed)
     maker = MetadataMaker(rng)
@@ -265,7 +270,8 @@ def generate(path: Path, rows: int, conversations: int, seed: int) -> dict[str, 
             now += rng.randint(1, 3_000)
             meta = maker.make(session, runtime_of[conv])
             meta_bytes += len(meta)
-            yield (conv, session, maker.uid(), now, meta, turn_data(rng), now + rng.randint(300, 60_000))
+            data = "{}" if tiny_data else turn_data(rng)
+            yield (conv, session, maker.uid(), now, meta, data, now + rng.randint(300, 60_000))
 
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode = OFF")
@@ -611,6 +617,11 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test, < 20 s)")
+    parser.add_argument(
+        "--small-rows",
+        action="store_true",
+        help=f"the small-row case: {SMALL_ROWS:,} turns whose turn_data_json is '{{}}' (same metadata mix)",
+    )
     parser.add_argument("--rows", type=int, help=f"turns to generate (default {FULL_ROWS:,})")
     parser.add_argument("--conversations", type=int, help=f"conversations (default {FULL_CONVERSATIONS:,})")
     parser.add_argument(
@@ -633,8 +644,12 @@ def main(argv: list[str] | None = None) -> int:
         child_migrate(args.child_migrate)
         return 0
 
-    rows = args.rows or (QUICK_ROWS if args.quick else FULL_ROWS)
-    conversations = args.conversations or (QUICK_CONVERSATIONS if args.quick else FULL_CONVERSATIONS)
+    if args.small_rows:
+        rows = args.rows or (QUICK_ROWS if args.quick else SMALL_ROWS)
+        conversations = args.conversations or (QUICK_CONVERSATIONS if args.quick else SMALL_CONVERSATIONS)
+    else:
+        rows = args.rows or (QUICK_ROWS if args.quick else FULL_ROWS)
+        conversations = args.conversations or (QUICK_CONVERSATIONS if args.quick else FULL_CONVERSATIONS)
     repeat = max(1, args.repeat or (1 if args.quick else FULL_REPEAT))
     sample = min(rows, args.row_by_row_sample or rows)
     if args.workdir:
@@ -647,11 +662,12 @@ def main(argv: list[str] | None = None) -> int:
         f"SQLite {sqlite3.sqlite_version}"
     )
     print(f"# load average at start: {load_average()} (other processes on the machine skew the figures)")
-    print(f"# store: {rows:,} pre-cutover turns, {conversations:,} conversations, workdir {workdir}")
+    kind = "small-row case, turn_data_json '{}'" if args.small_rows else "turn_data_json as generated"
+    print(f"# store: {rows:,} pre-cutover turns ({kind}), {conversations:,} conversations, workdir {workdir}")
     try:
         source = workdir / "source.db"
         t = time.perf_counter()
-        info = generate(source, rows, conversations, args.seed)
+        info = generate(source, rows, conversations, args.seed, tiny_data=args.small_rows)
         mix = ", ".join(f"{k} {v / rows:.0%}" for k, v in info["kinds"].items())
         print(
             f"generated in {time.perf_counter() - t:.1f} s: {source.stat().st_size / 1e6:.0f} MB, "

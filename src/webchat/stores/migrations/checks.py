@@ -17,6 +17,7 @@ from webchat.stores.sqlite.turn_schema import (
     index_names,
     recorded_version,
     table_exists,
+    unwritable_turn_columns,
 )
 
 SQL_COLUMNS: Final = "PRAGMA table_info(turns);"
@@ -134,6 +135,12 @@ def run_check(conn: sqlite3.Connection) -> CheckResult:
                 f"column turns.{name} is declared {col_type} {'NOT NULL' if not_null else 'NULL'} "
                 f"DEFAULT {default}; expected TEXT NOT NULL DEFAULT ''"
             )
+    for name in unwritable_turn_columns(cols):
+        # A migrated store that cannot take a new turn is not ok, however clean its other columns are.
+        result.problems.append(
+            f"column turns.{name} is NOT NULL without a default and web-chat does not write it: "
+            "new turns cannot be saved"
+        )
     have = index_names(conn)
     for name in REQUIRED_CHECK_INDEXES:
         present = have.get(name) == "turns"

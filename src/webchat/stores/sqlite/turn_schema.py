@@ -102,6 +102,42 @@ INDEXES: Final = {
 }
 REQUIRED_CHECK_INDEXES: Final = ("turns_by_conv_runtime_updated", "turns_by_conv_inference_updated")
 
+# The columns a turn save writes (runtime-truth.md §3).
+TURN_WRITE_COLUMNS: Final = (
+    "conv_id",
+    "session_id",
+    "turn_id",
+    "turn_created_at_ms",
+    "turn_metadata_json",
+    "turn_data_json",
+    "runtime_key",
+    "inference_id",
+    "updated_at_ms",
+)
+# Legacy ``turns`` columns that upgrades keep (nothing is dropped) and that a save still fills, because
+# some layouts declare them NOT NULL without a default: ``created_at_ms`` is the turn's creation time.
+LEGACY_TURN_WRITE_COLUMNS: Final = ("created_at_ms",)
+
+
+def unwritable_turn_columns(cols: dict[str, sqlite3.Row | tuple]) -> list[str]:
+    """Columns of ``turns`` a save would leave out although SQLite requires a value in them.
+
+    Such a column makes every new turn fail to save; a store that has one is refused at open and
+    reported by ``web-chat db check`` rather than discovered when the first chat turn is lost.
+    """
+    known = set(TURN_WRITE_COLUMNS) | set(LEGACY_TURN_WRITE_COLUMNS)
+    pk_cols = [row for row in cols.values() if int(tuple(row)[5])]
+    out = []
+    for row in cols.values():
+        _, name, col_type, not_null, default, pk = tuple(row)
+        if name in known or not int(not_null) or default is not None:
+            continue
+        # An INTEGER PRIMARY KEY is the rowid: SQLite assigns it when the insert leaves it out.
+        if int(pk) and len(pk_cols) == 1 and str(col_type).upper() == "INTEGER":
+            continue
+        out.append(str(name))
+    return out
+
 
 def table_exists(conn: sqlite3.Connection, name: str) -> bool:
     row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()

@@ -6,12 +6,14 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from webchat.stores.migrations.backfill import resolve_inference_id, resolve_runtime_key
 from webchat.stores.protocol import Snapshot, StoreError, TurnQuery, TurnRow
 from webchat.stores.sqlite.connection import Readers, Writer
+from webchat.stores.sqlite.turn_schema import LEGACY_TURN_WRITE_COLUMNS, columns, unwritable_turn_columns
 from webchat.turns.hashing import HASH_ALGORITHM, block_content_hash_from_json, canonical_json
 from webchat.turns.keys import PHASES
 from webchat.turns.model import Block, Turn
@@ -23,10 +25,11 @@ _PHASE_RANK_SQL = (
     "CASE {col} " + " ".join(f"WHEN '{p}' THEN {i}" for i, p in enumerate(PHASES)) + " ELSE -1 END"
 )
 
+# Parameters are numbered so that legacy columns can reuse a value: ?4 is the snapshot's creation time.
 _UPSERT_TURN_TEMPLATE = """
 INSERT INTO turns (conv_id, session_id, turn_id, turn_created_at_ms, turn_metadata_json, turn_data_json,
-                   runtime_key, inference_id, updated_at_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   runtime_key, inference_id, updated_at_ms{legacy_columns})
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9{legacy_values})
 ON CONFLICT (conv_id, session_id, turn_id) DO UPDATE SET
     turn_created_at_ms = MIN(turns.turn_created_at_ms, excluded.turn_created_at_ms),
     turn_metadata_json = CASE WHEN excluded.updated_at_ms >= turns.updated_at_ms
@@ -35,17 +38,72 @@ ON CONFLICT (conv_id, session_id, turn_id) DO UPDATE SET
                           THEN excluded.turn_data_json ELSE turns.turn_data_json END,
     runtime_key = CASE WHEN {keep_runtime} THEN turns.runtime_key ELSE excluded.runtime_key END,
     inference_id = CASE WHEN {keep_inference} THEN turns.inference_id ELSE excluded.inference_id END,
-    updated_at_ms = MAX(turns.updated_at_ms, excluded.updated_at_ms)
+    updated_at_ms = MAX(turns.updated_at_ms, excluded.updated_at_ms){legacy_updates}
 """
-# A save replaces runtime_key / inference_id only with a non-empty value, never clears them (§3).
-_UPSERT_TURN_SQL = _UPSERT_TURN_TEMPLATE.format(
-    keep_runtime="excluded.runtime_key = ''", keep_inference="excluded.inference_id = ''"
-)
-# Converting a legacy snapshot only fills empty values, so it can never overwrite what a newer writer
-# recorded for the same turn.
-_FILL_TURN_SQL = _UPSERT_TURN_TEMPLATE.format(
-    keep_runtime="turns.runtime_key <> ''", keep_inference="turns.inference_id <> ''"
-)
+# How a save fills each legacy column it knows (turn_schema.LEGACY_TURN_WRITE_COLUMNS): the value on
+# insert, and the update on conflict. The legacy creation time follows turn_created_at_ms's MIN rule, so
+# an old reader of the column sees the same time as the contract's column.
+_LEGACY_COLUMN_SQL = {
+    "created_at_ms": (
+        "?4",
+        "COALESCE(MIN(turns.created_at_ms, excluded.created_at_ms), excluded.created_at_ms)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TurnWriteSql:
+    """The two forms of the turns upsert, for one table's columns."""
+
+    # A save replaces runtime_key / inference_id only with a non-empty value, never clears them (§3).
+    upsert: str
+    # Converting a legacy snapshot only fills empty values, so it can never overwrite what a newer
+    # writer recorded for the same turn.
+    fill: str
+
+
+def _write_sql(legacy: Sequence[str] = ()) -> TurnWriteSql:
+    parts = {
+        "legacy_columns": "".join(f", {name}" for name in legacy),
+        "legacy_values": "".join(f", {_LEGACY_COLUMN_SQL[name][0]}" for name in legacy),
+        "legacy_updates": "".join(f",\n    {name} = {_LEGACY_COLUMN_SQL[name][1]}" for name in legacy),
+    }
+    return TurnWriteSql(
+        upsert=_UPSERT_TURN_TEMPLATE.format(
+            keep_runtime="excluded.runtime_key = ''", keep_inference="excluded.inference_id = ''", **parts
+        ),
+        fill=_UPSERT_TURN_TEMPLATE.format(
+            keep_runtime="turns.runtime_key <> ''", keep_inference="turns.inference_id <> ''", **parts
+        ),
+    )
+
+
+CONTRACT_WRITE_SQL: Final = _write_sql()
+_UPSERT_TURN_SQL = CONTRACT_WRITE_SQL.upsert
+_FILL_TURN_SQL = CONTRACT_WRITE_SQL.fill
+
+
+def turn_write_sql(conn: sqlite3.Connection) -> TurnWriteSql:
+    """The upsert for this store's ``turns`` table, or :class:`StoreError` when no save could succeed.
+
+    Why not rebuild the table instead: SQLite cannot change a column's default in place, and a rebuild
+    rewrites every row under one write lock, drops and recreates the table an operator's own queries
+    and backups know, and turns an additive upgrade into a destructive one if it is interrupted at the
+    wrong moment. Writing the legacy column on every save changes no existing row and keeps the column
+    meaningful for whatever still reads it.
+    """
+    cols = columns(conn, "turns")
+    unwritable = unwritable_turn_columns(cols)
+    if unwritable:
+        names = ", ".join(f"turns.{name}" for name in unwritable)
+        raise StoreError(
+            f"column {names} is NOT NULL without a default and web-chat does not know what to write "
+            "there, so no new turn could be saved; give it a default or make it nullable "
+            "(see `web-chat help webchat-runtime-truth-migration-playbook`)"
+        )
+    legacy = tuple(name for name in LEGACY_TURN_WRITE_COLUMNS if name in cols)
+    return _write_sql(legacy) if legacy else CONTRACT_WRITE_SQL
+
 
 _DELETE_MEMBERSHIP_SQL = """
 DELETE FROM turn_block_membership
@@ -104,12 +162,17 @@ def save_snapshot_tx(
     inference_id: str,
     *,
     fill_only: bool = False,
+    sql: TurnWriteSql = CONTRACT_WRITE_SQL,
 ) -> None:
-    """The statements of one snapshot save; the caller owns the transaction."""
+    """The statements of one snapshot save; the caller owns the transaction.
+
+    ``sql`` comes from :func:`turn_write_sql` for the connection's store (the default fits a store
+    created by this code).
+    """
     turn_id = turn.id
     blocks, keys = block_rows(turn, created_at_ms)
     conn.execute(
-        _FILL_TURN_SQL if fill_only else _UPSERT_TURN_SQL,
+        sql.fill if fill_only else sql.upsert,
         (
             conv_id,
             session_id,
@@ -153,6 +216,15 @@ class SQLiteTurnStore:
         self._writer_lock = threading.Lock()
         self._writer_instance: Writer | None = None
         self._readers = Readers(self.path)
+        try:
+            # Decided once at open: a table no save could write to is refused here, not at the first turn.
+            self._write_sql = turn_write_sql(self._readers.get())
+        except StoreError as exc:
+            self._readers.close()
+            raise StoreError(f"{self.path}: {exc}") from exc
+        except BaseException:
+            self._readers.close()
+            raise
 
     @property
     def _writer(self) -> Writer:
@@ -182,7 +254,15 @@ class SQLiteTurnStore:
         snapshot = turn.copy()  # the caller may keep mutating its turn while the writer works
         self._writer.run(
             lambda conn: save_snapshot_tx(
-                conn, conv_id, session_id, snapshot, phase, int(created_at_ms), runtime_key, inference_id
+                conn,
+                conv_id,
+                session_id,
+                snapshot,
+                phase,
+                int(created_at_ms),
+                runtime_key,
+                inference_id,
+                sql=self._write_sql,
             )
         )
 
@@ -328,4 +408,12 @@ def _assemble(rows: Iterable[Sequence[Any]]) -> list[Snapshot]:
     return out
 
 
-__all__ = ["SQLiteTurnStore", "StoreError", "block_rows", "save_snapshot_tx"]
+__all__ = [
+    "CONTRACT_WRITE_SQL",
+    "SQLiteTurnStore",
+    "StoreError",
+    "TurnWriteSql",
+    "block_rows",
+    "save_snapshot_tx",
+    "turn_write_sql",
+]
