@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 from webchat.stores.migrations.backfill import (
     resolve_metadata_json,
-    sql_inference_id,
+    sql_decidable,
+    sql_decided_inference_id,
+    sql_decided_runtime_key,
     sql_never_an_object,
-    sql_runtime_key,
 )
 from webchat.stores.migrations.turns_sqlite import migrate_turns_db
 
@@ -29,8 +30,13 @@ INFERENCE_SOURCES = ("webchat.inference_id@v1", "geppetto.inference_id@v1", "inf
 NESTED_KEYS = ("runtime_key", "key", "slug", "profile", "profile_key", "inference_id")
 
 _CONN = sqlite3.connect(":memory:")
+# How the row pass combines the parts: never an object -> '', decidable -> the SQL value, else Python.
 _SQL = (
-    f"SELECT {sql_runtime_key('d')}, {sql_inference_id('d')}, {sql_never_an_object('d')} FROM (SELECT ? AS d)"
+    f"SELECT CASE WHEN {sql_never_an_object('d')} THEN '' "
+    f"WHEN {sql_decidable('d')} THEN {sql_decided_runtime_key('d')} END, "
+    f"CASE WHEN {sql_never_an_object('d')} THEN '' "
+    f"WHEN {sql_decidable('d')} THEN {sql_decided_inference_id('d')} END, "
+    f"{sql_never_an_object('d')} FROM (SELECT ? AS d)"
 )
 
 

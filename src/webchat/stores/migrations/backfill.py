@@ -105,7 +105,8 @@ _SQL_MAX_BRACKETS = 400
 # inside a valid JSON string, and escaped ones already send the row to Python.
 _STRIP_CHARS = "".join(ch for ch in map(chr, range(0x20, 0x3001)) if ch.isspace())
 _JSON_WS = "' ' || char(9, 10, 13)"
-# Marks "an object nested too deep for the SQL": a BLOB, so it can never equal a resolved TEXT value.
+# Marks "Python must decide" (a duplicate key, or an object nested too deep) inside the expressions: a
+# BLOB, so it can never equal a resolved TEXT value, and COALESCE stops at it like at a value.
 _DEFER = "X'00'"
 
 
@@ -191,19 +192,3 @@ def sql_decided_runtime_key(doc: str) -> str:
 def sql_decided_inference_id(doc: str) -> str:
     """For a row where :func:`sql_decidable` holds: the inference id, ``''``, or NULL to ask Python."""
     return _sql_resolved(doc, INFERENCE_ID_SOURCES)
-
-
-def sql_runtime_key(doc: str) -> str:
-    """SQL for :func:`resolve_runtime_key` of the JSON text ``doc``; NULL where only Python can tell."""
-    return (
-        f"CASE WHEN {sql_never_an_object(doc)} THEN '' "
-        f"WHEN {sql_decidable(doc)} THEN {sql_decided_runtime_key(doc)} END"
-    )
-
-
-def sql_inference_id(doc: str) -> str:
-    """SQL for :func:`resolve_inference_id` of the JSON text ``doc``; NULL where only Python can tell."""
-    return (
-        f"CASE WHEN {sql_never_an_object(doc)} THEN '' "
-        f"WHEN {sql_decidable(doc)} THEN {sql_decided_inference_id(doc)} END"
-    )
