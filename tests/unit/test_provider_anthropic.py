@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -160,9 +159,7 @@ def test_server_error_retried_then_reported(fake: tuple[FakeAnthropic, str]) -> 
 def test_timeout_before_the_first_byte(fake: tuple[FakeAnthropic, str]) -> None:
     _, url = fake
     runtime = rt(url, timeout_s=0.3, max_retries=0)
-    started = time.monotonic()
     run = run_engine(AnthropicEngine(), runtime, make_turn(runtime, "[[slow]] wait"))
-    assert time.monotonic() - started < 1.8
     assert run.error is not None and run.error.code == "provider_timeout"
     assert run.error.error_class == "anthropic.APITimeoutError"
     assert "0.3 s" in run.error.message and run.error.partial_text == ""
