@@ -261,3 +261,30 @@ def test_persisted_conversation_item(client: TestClient) -> None:
         "active_request_key": "",
     }
     assert_error(client.get("/api/debug/conversations/nope"), 404, "unknown_conversation")
+
+
+SLOW = """\
+slug: slowpoke
+profiles:
+  slow:
+    runtime: {engine: offline, options: {token_delay_ms: 2000}}
+"""
+
+
+def test_a_running_conversation_as_the_debug_api_sees_it(tmp_path: Path) -> None:
+    profiles = tmp_path / "slow.yaml"
+    profiles.write_text(SLOW, encoding="utf-8")
+    with make_client(tmp_path / "data", profiles=[profiles], shutdown_grace_s=0) as c:
+        first = c.post(
+            "/chat", json={"prompt": "one two three", "profile": "slow", "idempotency_key": "run-1"}
+        ).json()
+        conv = first["conv_id"]
+        queued = c.post("/chat", json={"prompt": "next", "conv_id": conv, "profile": "fast"})
+        assert queued.status_code == 202
+        doc = c.get(f"/api/debug/conversations/{conv}").json()
+        assert doc["stream_running"] is True and doc["active_request_key"] == "run-1"
+        assert doc["queue_depth"] == 1 and doc["buffered_events"] > 0
+        assert doc["source"] == "merged" and doc["session_id"] == first["session_id"]
+        assert doc["resolved_runtime_key"] == "fast" and doc["last_activity_ms"] > T0
+        (item,) = c.get("/api/debug/conversations").json()["items"]
+        assert {k: v for k, v in item.items()} == {k: v for k, v in doc.items() if k != "active_request_key"}
