@@ -3,6 +3,7 @@ conversation items (source, ordering) and per-turn truth, over real SQLite store
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,9 @@ def test_token_protected_debug_api_refuses_without_the_right_bearer(tmp_path: Pa
             {"Authorization": f"Bearer {TOKEN}x"},
             {"Authorization": f"bearer{TOKEN}"},
         ):
-            assert_error(c.get(path, headers=headers), 401, "unauthorized")
+            resp = c.get(path, headers=headers)
+            assert_error(resp, 401, "unauthorized")
+            assert resp.json()["error"] == "the debug API requires a bearer token"
         assert c.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
         # The rest of the server does not need the debug token.
         assert c.get("/healthz").status_code == 200
@@ -234,6 +237,9 @@ def test_conversations_newest_activity_first_with_their_source(client: TestClien
         assert by_id["c-live-only"]["active_sockets"] == 1 and by_id["c-middle"]["active_sockets"] == 0
         assert by_id["c-oldest"]["resolved_runtime_key"] == "fast"
         assert by_id["c-live-only"]["resolved_runtime_key"] == ""
+        # A live-only conversation has its own new session; a merged one is as recent as its live side.
+        assert by_id["c-live-only"]["session_id"] not in ("", SESSION)
+        assert by_id["c-oldest"]["last_activity_ms"] > T0 + 900
         activity = [i["last_activity_ms"] for i in items]
         assert activity == sorted(activity, reverse=True)
         # The persisted ones, by their recorded activity.
@@ -244,6 +250,57 @@ def test_conversations_newest_activity_first_with_their_source(client: TestClien
         one = client.get("/api/debug/conversations/c-live-only").json()
         assert one["source"] == "live" and one["active_request_key"] == ""
         assert client.get("/api/debug/conversations/c-middle").json()["source"] == "persisted"
+
+
+def test_live_pointer_wins_over_the_persisted_one(tmp_path: Path) -> None:
+    seed(tmp_path / "data")
+    with make_client(tmp_path / "data") as c, c.websocket_connect("/ws?conv_id=c-middle") as ws:
+        assert ws.receive_json()["event"]["data"]["runtime_key"] == "fast"
+        # Another writer moves the persisted pointer (and activity) behind the live conversation's back.
+        timeline = SQLiteTimelineStore(tmp_path / "data" / "timeline.db")
+        try:
+            record = timeline.get_conversation("c-middle")
+            assert record is not None
+            timeline.upsert_conversation(
+                dataclasses.replace(record, runtime_key="planner", last_activity_ms=T0 + 10**12)
+            )
+        finally:
+            timeline.close()
+        doc = c.get("/api/debug/conversations/c-middle").json()
+        assert doc["source"] == "merged" and doc["resolved_runtime_key"] == "fast"
+        assert doc["last_activity_ms"] == T0 + 10**12
+        history = c.get("/api/debug/conversations/c-middle/runtime-history").json()
+        assert history["resolved_runtime_key"] == "fast" and history["segments"] == []
+
+
+def test_persisted_item_with_no_recorded_activity(tmp_path: Path) -> None:
+    timeline = SQLiteTimelineStore(tmp_path / "data" / "timeline.db")
+    try:
+        timeline.upsert_conversation(
+            ConversationRecord(
+                conv_id="c-zero", session_id="", runtime_key="", created_at_ms=0, last_activity_ms=0
+            )
+        )
+    finally:
+        timeline.close()
+    with make_client(tmp_path / "data") as c:
+        doc = c.get("/api/debug/conversations/c-zero").json()
+        assert (doc["last_activity_ms"], doc["session_id"], doc["resolved_runtime_key"]) == (0, "", "")
+
+
+def test_turn_items_carry_their_payload(client: TestClient) -> None:
+    (item,) = client.get("/api/debug/turns", params={"conv_id": CONV, "runtime_key": "fast"}).json()["items"]
+    assert set(item) == {
+        "conv_id",
+        "session_id",
+        "turn_id",
+        "phase",
+        "runtime_key",
+        "inference_id",
+        "created_at_ms",
+        "payload",
+    }
+    assert "prompt t3" in item["payload"] and item["payload"].startswith("id: t3")
 
 
 def test_persisted_conversation_item(client: TestClient) -> None:

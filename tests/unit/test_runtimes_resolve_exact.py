@@ -21,6 +21,7 @@ from webchat.runtimes.resolve import (
     UnknownRegistry,
     compute_fingerprint,
     lookup_registry,
+    parse_cookie_selection,
     resolve_runtime,
     resolve_selection,
     runtime_from_profile,
@@ -41,6 +42,9 @@ profiles:
     policy: {allow_overrides: true}
   closed:
     runtime: {engine: offline}
+  gptopen:
+    runtime: {engine: openai, model: gpt-4o-mini, api_key_env: MY_KEY, base_url: https://api.example.test}
+    policy: {allow_overrides: true}
   gpt:
     display_name: GPT
     runtime: {engine: openai, model: gpt-4o-mini, api_key_env: OPENAI_API_KEY, base_url: https://api.example.test}
@@ -257,15 +261,23 @@ def test_override_options_are_copied_deeply(regs: Registries) -> None:
     assert base.options == {"token_delay_ms": 5, "nested": {"depth": 1}}
 
 
-def test_overrides_keep_every_other_field(regs: Registries) -> None:
-    base = resolve_runtime(regs, profile="open")
-    rt = resolve_runtime(regs, profile="open", overrides={"system_prompt": "Short."})
+@pytest.mark.parametrize("profile", ["open", "gptopen"])
+def test_overrides_keep_every_other_field(regs: Registries, profile: str) -> None:
+    base = resolve_runtime(regs, profile=profile)
+    rt = resolve_runtime(regs, profile=profile, overrides={"system_prompt": "Short."})
     assert rt.document() == {
         **base.document(),
         "system_prompt": "Short.",
         "runtime_fingerprint": rt.fingerprint,
     }
     assert rt.fingerprint != base.fingerprint
+    if profile == "gptopen":
+        assert (rt.base_url, rt.api_key_env) == ("https://api.example.test", "MY_KEY")
+
+
+@pytest.mark.parametrize("value", [5, 1.5, ["builtin/fast"], b"builtin/fast"])
+def test_cookie_values_that_are_not_text_are_ignored(value: Any) -> None:
+    assert parse_cookie_selection(value) is None
 
 
 def test_non_string_selections_count_as_absent() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from webchat.stores.protocol import Snapshot, TurnQuery, TurnRow
-from webchat.stores.sqlite.turn_store import SQLiteTurnStore, _loads, save_snapshot_tx
+from webchat.stores.protocol import Snapshot, StoreError, TurnQuery, TurnRow
+from webchat.stores.sqlite.turn_store import SQLiteTurnStore, _loads, block_rows, save_snapshot_tx
 from webchat.stores.turns import open_turn_store
 from webchat.turns.hashing import block_content_hash
 from webchat.turns.model import Block, Turn
@@ -404,3 +404,17 @@ def test_same_ids_in_two_conversations_stay_two_snapshots(store: SQLiteTurnStore
 )
 def test_stored_json_columns_always_load_as_objects(text: str | None, value: dict[str, Any]) -> None:
     assert _loads(text) == value
+
+
+def test_absent_payload_and_metadata_are_stored_as_empty_objects() -> None:
+    bare = Turn(id="t1", blocks=[Block(kind="user", role="user", payload=None, metadata=None)])  # type: ignore[arg-type]
+    (row,), keys = block_rows(bare, 7)
+    assert row[0] == "t1#0" and row[5:] == ("{}", "{}", 7)
+    assert keys == [("t1#0", block_content_hash("user", "user", {}, {}))]
+
+
+def test_error_messages_name_the_problem(store: SQLiteTurnStore, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^session_id must be a non-empty string$"):
+        store.save_snapshot("c", " ", turn("t1", "hi"), "final", 1)
+    with pytest.raises(StoreError, match=r"nope\.db: no such store$"):
+        SQLiteTurnStore(tmp_path / "nope.db")

@@ -124,11 +124,8 @@ async def runtime_history(conv_id: str, svc: Svc) -> dict[str, Any]:
     }
 
 
-def _snapshot_item(s: Snapshot, *, parsed: bool) -> dict[str, Any]:
-    item: dict[str, Any] = {**s.summary(), "payload": s.payload}
-    if parsed:
-        item["parsed"] = s.parsed()
-    return item
+def _snapshot_item(s: Snapshot) -> dict[str, Any]:
+    return {**s.summary(), "payload": s.payload}
 
 
 @router.get("/turns", summary="Phase snapshots, newest first, with per-turn runtime_key and inference_id")
@@ -164,7 +161,7 @@ async def turns(
         "session_id": session_id,
         "phase": phase,
         "since_ms": since_ms,
-        "items": [_snapshot_item(s, parsed=False) for s in items],
+        "items": [_snapshot_item(s) for s in items],
     }
 
 
