@@ -45,11 +45,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/timings.py
 
 # Mutation testing of the runtime-truth core (see [tool.mutmut] in pyproject.toml); not part of `make test`.
-# Fails while a mutant survives that tests/mutation/EQUIVALENT.md does not list. Results are cached in
-# mutants/: a second run only re-tests what changed.
+# Fails while a mutant survives that tests/mutation/EQUIVALENT.md does not list. Verdicts are cached in
+# mutants/: a later run re-tests changed functions and the survivors; `rm -rf mutants` for a full run.
 mutate: $(STAMP)
 	$(BIN)/mutmut run --max-children 2
-	$(BIN)/python tests/mutation/check.py
+	$(BIN)/python tests/mutation/check.py --rerun
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutants

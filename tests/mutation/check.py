@@ -3,6 +3,9 @@
 Reads ``mutmut results --all true`` and tests/mutation/EQUIVALENT.md (a bullet list whose lines start
 with the mutant's name in backticks). Prints the counts per module, every unlisted survivor (with
 ``mutmut show <name>`` to see it) and every listed name that no longer survives (stale: remove it).
+
+mutmut caches verdicts per function and does not re-test a cached survivor when only the tests changed,
+so ``--rerun`` first re-tests every unlisted survivor against the current tests.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ def listed_equivalents() -> set[str]:
     return set(re.findall(r"^- `([^`]+)`", EQUIVALENT.read_text(encoding="utf-8"), flags=re.MULTILINE))
 
 
+MUTMUT = str(Path(sys.executable).with_name("mutmut"))
+
+
 def results() -> dict[str, str]:
-    mutmut = Path(sys.executable).with_name("mutmut")
     out = subprocess.run(
-        [str(mutmut), "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True, check=True
+        [MUTMUT, "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     found = {}
     for line in out.splitlines():
@@ -46,6 +51,12 @@ def main() -> int:
         print("web-chat: error: no mutmut results: run `mutmut run` first", file=sys.stderr)
         return 2
     equivalent = listed_equivalents()
+    if "--rerun" in sys.argv[1:]:
+        again = sorted(n for n, s in statuses.items() if s in NOT_CAUGHT and n not in equivalent)
+        if again:
+            print(f"re-testing {len(again)} cached survivors against the current tests")
+            subprocess.run([MUTMUT, "run", "--max-children", "2", *again], cwd=ROOT, check=True)
+            statuses = results()
     per_module: dict[str, Counter[str]] = {}
     for name, status in statuses.items():
         per_module.setdefault(module_of(name), Counter())[
