@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test lint typecheck fixtures bench clean
+.PHONY: run test lint typecheck fixtures bench mutate clean
 
 # The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
 CHROMIUM := /usr/bin/chromium
@@ -42,6 +42,14 @@ fixtures: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/migrate.py
+	$(BIN)/python bench/timings.py
+
+# Mutation testing of the runtime-truth core (see [tool.mutmut] in pyproject.toml); not part of `make test`.
+# Fails while a mutant survives that tests/mutation/EQUIVALENT.md does not list. Verdicts are cached in
+# mutants/: a later run re-tests changed functions and the survivors; `rm -rf mutants` for a full run.
+mutate: $(STAMP)
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/python tests/mutation/check.py --rerun
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutants

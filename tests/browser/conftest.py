@@ -1,7 +1,8 @@
 """Browser tests: a real ``web-chat serve`` and Debian's Chromium driven by Playwright (sync API).
 
 Each test module is skipped, with the reason, when ``/usr/bin/chromium`` is missing (``make test``
-installs it). Every page records console errors and uncaught exceptions; a test fails on any of them.
+installs it); under ``CI=true`` that is a failure instead (tests/prerequisites.py). Every page records
+console errors and uncaught exceptions; a test fails on any of them.
 Screenshots of the main screens go to ``artifacts/screenshots/`` at the repository root.
 """
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Server, start_server
+from tests.prerequisites import missing_prerequisite
 from webchat.events.projector import MESSAGE
 from webchat.stores.sqlite.timeline_store import SQLiteTimelineStore
 from webchat.stores.timeline import ConversationRecord, Entity
@@ -169,7 +171,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
-        pytest.skip(CHROMIUM_MISSING)
+        missing_prerequisite(CHROMIUM_MISSING)
     if sync_api is None:
         pytest.fail("playwright is not installed: pip install -e '.[dev]'")
     with sync_api.sync_playwright() as playwright:

@@ -20,13 +20,12 @@ def _turn_count(server: Server) -> int:
         conn.close()
 
 
-def _assert_error(resp: httpx.Response, status: int, code: str | None = None) -> None:
+def _assert_error(resp: httpx.Response, status: int, code: str) -> None:
     assert resp.status_code == status, resp.text
     doc = resp.json()
     assert set(doc) == {"error", "code"}, doc
     assert doc["error"]
-    if code:
-        assert doc["code"] == code
+    assert doc["code"] == code, doc
 
 
 CHAT_CASES = [
@@ -54,7 +53,13 @@ CHAT_CASES = [
         "override not allowed",
         {"json": {"prompt": "hi", "request_overrides": {"system_prompt": "x"}}},
         400,
-        None,
+        "override_not_allowed",
+    ),
+    (
+        "unsupported override",
+        {"json": {"prompt": "hi", "request_overrides": {"temperature": 2}}},
+        400,
+        "unsupported_override_key",
     ),
     ("oversize prompt", {"json": {"prompt": "x" * 40_000}}, 413, "prompt_too_large"),
     ("oversize body", {"content": b'{"prompt": "' + b"x" * (2 << 20) + b'"}'}, 413, "payload_too_large"),
@@ -63,19 +68,19 @@ CHAT_CASES = [
 
 
 @pytest.mark.parametrize(("name", "kwargs", "status", "code"), CHAT_CASES, ids=[c[0] for c in CHAT_CASES])
-def test_chat_rejects_bad_input(
-    server: Server, name: str, kwargs: dict, status: int, code: str | None
-) -> None:
+def test_chat_rejects_bad_input(server: Server, name: str, kwargs: dict, status: int, code: str) -> None:
     headers = {"content-type": "application/json"}
     resp = httpx.post(server.base_url + "/chat", headers=headers, timeout=10, **kwargs)
     _assert_error(resp, status, code)
     assert _turn_count(server) == 0
 
 
-def test_legacy_selector_in_query(server: Server) -> None:
-    resp = httpx.post(server.base_url + "/chat?runtime_key=fast", json={"prompt": "hi"})
+@pytest.mark.parametrize(("selector", "value"), [("runtime_key", "fast"), ("registry_slug", "builtin")])
+def test_legacy_selector_in_query(server: Server, selector: str, value: str) -> None:
+    resp = httpx.post(f"{server.base_url}/chat?{selector}={value}", json={"prompt": "hi"})
     _assert_error(resp, 400, "unsupported_legacy_selector")
-    assert "unsupported legacy selector: runtime_key" in resp.json()["error"]
+    assert resp.json()["error"] == f"unsupported legacy selector: {selector}"
+    assert _turn_count(server) == 0
 
 
 def test_unknown_profile_in_path(server: Server) -> None:
@@ -83,30 +88,43 @@ def test_unknown_profile_in_path(server: Server) -> None:
 
 
 DEBUG_CASES = [
-    ("/api/debug/turns", 400),
-    ("/api/debug/turns?conv_id=x&phase=bogus", 400),
-    ("/api/debug/turn/a/b", 400),
-    ("/api/debug/turn//s/t", 400),
-    ("/api/debug/turn/a/%2E%2E/t", 400),
-    ("/api/debug/turn/a/s/t/extra", 400),
-    ("/api/debug/turn/c/s/unknown", 404),
-    ("/api/debug/conversations/unknown-conv", 404),
-    ("/api/debug/conversations/unknown-conv/runtime-history", 404),
-    ("/api/debug/events/not-live", 404),
-    ("/api/debug/turns?conv_id=x&limit=0", 400),
-    ("/api/timeline", 400),
+    ("/api/debug/turns", 400, "missing_filter"),
+    ("/api/debug/turns?conv_id=x&phase=bogus", 400, "invalid_phase"),
+    ("/api/debug/turn/a/b", 400, "invalid_path"),
+    ("/api/debug/turn//s/t", 400, "invalid_path"),
+    ("/api/debug/turn/a/%2E%2E/t", 400, "invalid_id"),
+    ("/api/debug/turn/a/s/t/extra", 400, "invalid_path"),
+    ("/api/debug/turn/c/s/unknown", 404, "unknown_turn"),
+    ("/api/debug/conversations/unknown-conv", 404, "unknown_conversation"),
+    ("/api/debug/conversations/unknown-conv/runtime-history", 404, "unknown_conversation"),
+    ("/api/debug/events/not-live", 404, "not_live"),
+    ("/api/debug/turns?conv_id=x&limit=0", 400, "invalid_request"),
+    ("/api/timeline", 400, "invalid_request"),
 ]
 
 
-@pytest.mark.parametrize(("path", "status"), DEBUG_CASES)
-def test_debug_routes_reject_bad_ids(server: Server, path: str, status: int) -> None:
-    _assert_error(httpx.get(server.base_url + path), status)
+@pytest.mark.parametrize(("path", "status", "code"), DEBUG_CASES)
+def test_debug_routes_reject_bad_ids(server: Server, path: str, status: int, code: str) -> None:
+    _assert_error(httpx.get(server.base_url + path), status, code)
 
 
 def test_path_traversal_never_escapes(server: Server) -> None:
     resp = httpx.get(server.base_url + "/api/debug/turn/..%2F..%2Fetc/passwd/x")
-    assert resp.status_code in (400, 404)
-    assert resp.json()["code"]
+    _assert_error(resp, 400, "invalid_path")
+
+
+def test_token_protected_debug_api_answers_401_without_the_bearer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.e2e.conftest import start_server
+
+    srv = start_server(tmp_path / "d", "--debug-token", "e2e-debug-token-42")
+    try:
+        url = srv.base_url + "/api/debug/conversations"
+        _assert_error(httpx.get(url), 401, "unauthorized")
+        _assert_error(httpx.get(url, headers={"Authorization": "Bearer nope"}), 401, "unauthorized")
+        ok = httpx.get(url, headers={"Authorization": "Bearer e2e-debug-token-42"})
+        assert ok.status_code == 200 and ok.json() == {"items": []}
+    finally:
+        srv.stop()
 
 
 def test_debug_api_absent_when_disabled(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -115,7 +133,7 @@ def test_debug_api_absent_when_disabled(tmp_path) -> None:  # type: ignore[no-un
     srv = start_server(tmp_path / "d", "--no-debug-api")
     try:
         resp = httpx.get(srv.base_url + "/api/debug/conversations")
-        _assert_error(resp, 404)
+        _assert_error(resp, 404, "not_found")
         ok = httpx.post(srv.base_url + "/chat", json={"prompt": "hi", "conv_id": str(uuid.uuid4())})
         assert ok.status_code == 200
     finally:

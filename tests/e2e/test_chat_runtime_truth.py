@@ -229,12 +229,12 @@ def test_engine_failure_is_streamed_and_persisted(server: Server, tmp_path: Any)
         assert r.status_code == 200
         ws.wait_for(lambda evs: any(e["type"] == "llm.error" for e in evs))
         err = ws.events("llm.error")[0]
-        assert err["data"]["code"] and err["metadata"]["runtime_key"] == "fast"
+        assert err["data"]["code"] == "engine_failed" and err["metadata"]["runtime_key"] == "fast"
         turn = httpx.get(
             f"{server.base_url}/api/debug/turn/{conv}/{r.json()['session_id']}/{r.json()['turn_id']}"
         ).json()
         meta = turn["items"][0]["parsed"]["metadata"]
-        assert meta["webchat.inference@v1"]["error"]["code"] == err["data"]["code"]
+        assert meta["webchat.inference@v1"]["error"]["code"] == "engine_failed"
         assert turn["runtime_key"] == "fast" and turn["inference_id"] == r.json()["inference_id"]
         # The conversation stays usable.
         again = chat(server, {"prompt": "hello again", "conv_id": conv, "profile": "fast"})

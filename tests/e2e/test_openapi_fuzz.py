@@ -15,7 +15,6 @@ with a curl command each.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +35,6 @@ SQLITE_INT_MAX = 2**63 - 1
 # Paths whose integer query parameters once overflowed SQLite (fixed: le=2**63-1); kept as a regression
 # test below, no longer exempt from the fuzz verdict.
 KNOWN_OVERFLOW: dict[tuple[str, str], str] = {}
-TIME_BUDGET_S = 90.0
 FUZZ_SETTINGS = settings(
     max_examples=MAX_EXAMPLES,
     derandomize=True,
@@ -106,7 +104,6 @@ def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, base_url: 
 
 
 def test_no_server_errors(fuzz_server: Server) -> None:
-    started = time.monotonic()
     schema = schemathesis.openapi.from_url(f"{fuzz_server.base_url}/openapi.json", timeout=10)
     failures: list[str] = []
     tested: list[str] = []
@@ -116,7 +113,7 @@ def test_no_server_errors(fuzz_server: Server) -> None:
         tested.append(f"{operation.method.upper()} {operation.path}")
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             failures.extend(_fuzz(operation, mode, fuzz_server.base_url))
-    print(f"fuzzed {len(tested)} operations, {len(failures)} failures in {time.monotonic() - started:.1f}s")
+    print(f"fuzzed {len(tested)} operations, {len(failures)} failures")
     assert len(tested) >= 10, f"too few operations in /openapi.json: {tested}"
     if failures:
         log_tail = fuzz_server.log()[-6000:]
@@ -124,8 +121,6 @@ def test_no_server_errors(fuzz_server: Server) -> None:
             "server errors (5xx) found:\n" + "\n".join(failures) + f"\n--- server log (tail) ---\n{log_tail}",
             pytrace=False,
         )
-    elapsed = time.monotonic() - started
-    assert elapsed < TIME_BUDGET_S, f"fuzzing {len(tested)} operations took {elapsed:.0f}s"
 
 
 @pytest.mark.parametrize(

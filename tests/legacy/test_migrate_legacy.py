@@ -504,6 +504,90 @@ def test_deeply_nested_metadata_does_not_stop_the_migration(tmp_path: Path) -> N
     assert dry.backfilled_runtime_key == report.backfilled_runtime_key == 1
 
 
+def _single_table_store(path: Path, rows: list[tuple[str, str, str, str, int, str]]) -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute(
+            "CREATE TABLE turns (conv_id TEXT NOT NULL, session_id TEXT NOT NULL, turn_id TEXT NOT NULL,"
+            " phase TEXT NOT NULL, created_at_ms INTEGER NOT NULL, payload TEXT NOT NULL)"
+        )
+        conn.executemany("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?)", rows)
+        conn.commit()
+
+
+def test_single_table_conversion_never_overwrites_a_recorded_value(tmp_path: Path) -> None:
+    """§5: a non-empty value is never overwritten. The first snapshot of "mixed" (in rowid order) records
+    planner / inf-pre; its later snapshots name other values, which must not replace them. "late" has
+    nothing in its first snapshot, so its later one fills the empty values."""
+    path = tmp_path / "turns.db"
+    blocks = fx.SYSTEM_BLOCK + fx.user_block("mixed")
+    late_blocks = fx.SYSTEM_BLOCK + fx.user_block("late")
+    _single_table_store(
+        path,
+        [
+            (
+                "c",
+                "s",
+                "mixed",
+                "pre_inference",
+                100,
+                fx.yaml_turn("mixed", blocks, "  runtime: planner\n  inference_id: inf-pre\n"),
+            ),
+            ("c", "s", "mixed", "post_inference", 200, fx.yaml_turn("mixed", blocks, "  runtime: fast\n")),
+            (
+                "c",
+                "s",
+                "mixed",
+                "final",
+                300,
+                fx.yaml_turn("mixed", blocks, "  runtime_key: default\n  inference_id: inf-final\n"),
+            ),
+            ("c", "s", "late", "pre_inference", 400, fx.yaml_turn("late", late_blocks, "")),
+            (
+                "c",
+                "s",
+                "late",
+                "final",
+                500,
+                fx.yaml_turn("late", late_blocks, "  runtime: fast\n  inference_id: inf-late\n"),
+            ),
+        ],
+    )
+    report = migrate_turns_db(path)
+    assert turn_values(path) == {
+        ("c", "s", "mixed"): ("planner", "inf-pre"),
+        ("c", "s", "late"): ("fast", "inf-late"),
+    }
+    assert report.legacy_rows_converted == 5
+    assert report.backfilled_runtime_key == 2 and report.backfilled_inference_id == 2
+
+
+# Metadata text (keys deliberately written lowest-priority first) → the (runtime_key, inference_id) that
+# §5's priority order picks. Hand-written, so every run checks the order, not only some random seeds.
+PRIORITY_CASES = [
+    ('{"runtime_key": "rk", "runtime": "rt"}', ("rt", "")),
+    ('{"runtime_key": "rk", "runtime": "rt", "geppetto.runtime@v1": "gp"}', ("gp", "")),
+    (
+        '{"runtime_key": "rk", "runtime": "rt", "geppetto.runtime@v1": "gp", "webchat.runtime@v1": "wc"}',
+        ("wc", ""),
+    ),
+    ('{"runtime_key": "rk", "runtime": "  "}', ("rk", "")),
+    ('{"runtime_key": "rk", "runtime": {"slug": "nested"}}', ("nested", "")),
+    ('{"runtime_key": "rk", "runtime": true}', ("rk", "")),
+    ('{"inference_id": "i3", "geppetto.inference_id@v1": "i2"}', ("", "i2")),
+    ('{"inference_id": "i3", "geppetto.inference_id@v1": "i2", "webchat.inference_id@v1": "i1"}', ("", "i1")),
+    ('{"inference_id": "i3", "geppetto.inference_id@v1": ""}', ("", "i3")),
+    ('{"inference_id": 42, "webchat.inference_id@v1": null}', ("", "42")),
+]
+
+
+def test_backfill_key_priority_on_hand_written_rows(tmp_path: Path) -> None:
+    path = tmp_path / "turns.db"
+    rows = [("c", "s", f"t{i:02d}", meta, i + 1, i + 1) for i, (meta, _) in enumerate(PRIORITY_CASES)]
+    fx.write_normalized_pre_cutover(path, rows, with_blocks=False)
+    migrate_turns_db(path)
+    assert turn_values(path) == {("c", "s", f"t{i:02d}"): want for i, (_, want) in enumerate(PRIORITY_CASES)}
+
+
 # -- interrupted migrations -------------------------------------------------------------------------------
 
 
@@ -664,11 +748,10 @@ def test_two_processes_do_not_migrate_at_once(tmp_path: Path) -> None:
     proc = start_migration(path, batch_size=100, pause_s=0.03)
     try:
         wait_for_cursor(path, proc)
-        # a short lock timeout: a clear StoreError, and the other migration goes on unharmed
-        started = time.monotonic()
+        # a short lock timeout: a clear StoreError while the other migration is still running (so it
+        # gave up rather than waited for the lock), and that migration goes on unharmed
         with pytest.raises(StoreError, match="is in use by web-chat db migrate"):
             migrate_turns_db(path, lock_timeout_s=0.2)
-        assert time.monotonic() - started < 5
         assert proc.poll() is None
         # a long one: wait for the other process, then find nothing left to do
         report = migrate_turns_db(path, lock_timeout_s=60)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webchat.stores.migrations.backfill import (
+    MAX_DEPTH,
     Resolution,
     resolve_inference_id,
     resolve_metadata_json,
@@ -304,3 +305,49 @@ def test_deeply_nested_objects_do_not_raise() -> None:
     # past the resolver's depth guard the value is unresolved; it must never raise
     assert resolve_value(value) in ("", "bottom")
     assert resolve_runtime_key({"runtime": value}) in ("", "bottom")
+
+
+# -- hand-written edges (no random seed needed to catch them) ---------------------------------------------
+
+
+def nested(depth: int, leaf: Any = "deep") -> Any:
+    """``depth`` objects, each holding the next under ``runtime_key``, around ``leaf``."""
+    value = leaf
+    for _ in range(depth):
+        value = {"runtime_key": value}
+    return value
+
+
+def test_nesting_is_followed_exactly_to_max_depth() -> None:
+    assert resolve_value(nested(MAX_DEPTH)) == "deep"
+    assert resolve_value(nested(MAX_DEPTH + 1)) == ""
+    assert resolve_value(nested(1, {"slug": nested(MAX_DEPTH - 2)})) == "deep"
+    assert resolve_value(nested(1, {"slug": nested(MAX_DEPTH - 1)})) == ""
+
+
+def test_metadata_json_validity() -> None:
+    assert resolve_metadata_json(None) == Resolution("", "", False)
+    assert resolve_metadata_json("[1]") == Resolution("", "", False)
+    assert resolve_metadata_json("{oops") == Resolution("", "", False)
+    # Valid JSON nested past the parser's recursion limit: valid, and nothing canonical in it.
+    deep = '{"a":' * 100_000 + "1" + "}" * 100_000
+    assert resolve_metadata_json(deep) == Resolution("", "", True)
+    assert resolve_metadata_json(b'{"runtime": " fast ", "inference_id": 7}') == Resolution("fast", "7", True)
+
+
+# Lowest-priority key first in each document, so "first key present wins" would be caught as well.
+@pytest.mark.parametrize(
+    ("metadata", "runtime_key", "inference_id"),
+    [
+        ({"runtime_key": "rk", "runtime": "rt"}, "rt", ""),
+        ({"runtime_key": "rk", "runtime": "rt", "geppetto.runtime@v1": "gp"}, "gp", ""),
+        ({"runtime": "rt", "geppetto.runtime@v1": "gp", "webchat.runtime@v1": {"key": "wc"}}, "wc", ""),
+        ({"runtime_key": "rk", "runtime": ""}, "rk", ""),
+        ({"inference_id": "i3", "geppetto.inference_id@v1": "i2"}, "", "i2"),
+        ({"inference_id": "i3", "geppetto.inference_id@v1": "i2", "webchat.inference_id@v1": "i1"}, "", "i1"),
+        ({"inference_id": "i3", "webchat.inference_id@v1": False}, "", "i3"),
+    ],
+)
+def test_source_key_priority(metadata: dict[str, Any], runtime_key: str, inference_id: str) -> None:
+    assert resolve_runtime_key(metadata) == runtime_key
+    assert resolve_inference_id(metadata) == inference_id

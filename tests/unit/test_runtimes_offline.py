@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from typing import Any
 
 import pytest
@@ -217,12 +216,20 @@ def test_failure_mode_streams_then_raises_with_partial_text(how: str) -> None:
     assert err.partial_text == "".join(deltas)
 
 
-def test_token_delay_is_honoured() -> None:
+def test_token_delay_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine asks for the configured pause between words (recorded, not timed: no clock in tests)."""
+    pauses: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float) -> None:
+        pauses.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
     rt = runtime("fast", options={"token_delay_ms": 20})
-    start = time.monotonic()
     _, deltas = complete(rt, make_turn(rt, "a b c"))
-    elapsed = time.monotonic() - start
-    assert elapsed >= 0.019 * (len(deltas) - 1)
+    assert len(deltas) > 1
+    assert pauses == [0.02] * (len(deltas) - 1)
 
 
 def test_zero_delay_still_yields_to_the_event_loop() -> None:

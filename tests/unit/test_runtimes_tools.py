@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from webchat.runtimes.tools import (
@@ -75,12 +73,13 @@ def test_calculator_rejects(expression: str, needle: str) -> None:
         evaluate_arithmetic(expression)
 
 
-def test_nested_huge_powers_are_bounded_quickly() -> None:
-    start = time.monotonic()
-    for expression in ("(2 ** 999) ** 999", "99999 ** 999 * 99999 ** 999", "((9**9)**9)**99"):
-        with pytest.raises(ToolError):
-            evaluate_arithmetic(expression)
-    assert time.monotonic() - start < 1.0
+# How quickly they are refused is measured by bench/tools.py, not here.
+@pytest.mark.parametrize(
+    "expression", ["(2 ** 999) ** 999", "99999 ** 999 * 99999 ** 999", "((9**9)**9)**99"]
+)
+def test_nested_huge_powers_are_refused(expression: str) -> None:
+    with pytest.raises(ToolError, match="result too large"):
+        evaluate_arithmetic(expression)
 
 
 def test_calculator_arguments() -> None:

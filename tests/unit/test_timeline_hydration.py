@@ -100,10 +100,14 @@ def test_since_version_catches_up_an_existing_client(tmp_path: Path) -> None:
         events = script()
         for type, id, data, meta in events[:6]:
             await hub.publish(type, id, data, meta)
+        # The hub writes the timeline behind its frames: flush as /api/timeline does for a live
+        # conversation, or the snapshot races the writer (this failed under load).
+        await hub.flush()
         first = store.snapshot("c")
         client = {e.id: e for e in first.entities}
         for type, id, data, meta in events[6:]:
             await hub.publish(type, id, data, meta)
+        await hub.flush()
         delta = store.snapshot("c", since_version=first.version)
         assert all(e.version > first.version for e in delta.entities)
         for e in delta.entities:

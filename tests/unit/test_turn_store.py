@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from webchat.stores.protocol import Snapshot, TurnQuery
-from webchat.stores.sqlite.turn_store import SQLiteTurnStore
+from webchat.stores.protocol import Snapshot, StoreError, TurnQuery, TurnRow
+from webchat.stores.sqlite.turn_store import SQLiteTurnStore, _loads, block_rows, save_snapshot_tx
 from webchat.stores.turns import open_turn_store
 from webchat.turns.hashing import block_content_hash
 from webchat.turns.model import Block, Turn
@@ -339,3 +339,82 @@ def test_listing_is_not_one_query_per_snapshot(store: SQLiteTurnStore) -> None:
     assert few == many <= 2
     assert count_statements(store, lambda: store.load_turn("c1", "s1", "t5")) <= 2
     assert count_statements(store, lambda: store.latest_snapshot("c1")) <= 2
+
+
+# -- edges pinned for mutation testing -------------------------------------------------------------------
+
+
+def test_fill_only_save_never_replaces_a_recorded_value(store: SQLiteTurnStore) -> None:
+    """The legacy conversion's upsert: it fills empty values and leaves recorded ones alone."""
+    store.save_snapshot("c", "s", turn("t1", "hi"), "pre_inference", 10, runtime_key="planner")
+    store._writer.run(
+        lambda conn: save_snapshot_tx(
+            conn, "c", "s", turn("t1", "hi"), "final", 20, "fast", "inf-1", fill_only=True
+        )
+    )
+    assert rows(store, "SELECT runtime_key, inference_id, turn_created_at_ms, updated_at_ms FROM turns") == [
+        ("planner", "inf-1", 10, 20)
+    ]
+    # The normal save does replace with a non-empty value.
+    store.save_snapshot("c", "s", turn("t1", "hi"), "final", 30, runtime_key="fast")
+    assert rows(store, "SELECT runtime_key, inference_id FROM turns") == [("fast", "inf-1")]
+
+
+def test_turn_row(store: SQLiteTurnStore) -> None:
+    store.save_snapshot("c", "s", turn("t1", "hi"), "pre_inference", 10, runtime_key="planner")
+    store.save_snapshot("c", "s", turn("t1", "hi"), "final", 30, inference_id="inf-9")
+    assert store.turn_row("c", "s", "t1") == TurnRow("c", "s", "t1", "planner", "inf-9", 10, 30)
+    assert store.turn_row("c", "s", "t2") is None
+    assert store.turn_row("c", "other", "t1") is None
+
+
+def test_listing_requires_a_filter_and_defaults_to_100(store: SQLiteTurnStore) -> None:
+    with pytest.raises(ValueError, match=r"^conv_id or session_id is required$"):
+        store.list_snapshots(TurnQuery())
+    for i in range(101):
+        store.save_snapshot("c", "s", turn(f"t{i:03d}", "hi", with_system=False), "final", 1000 + i)
+    assert len(store.list_snapshots(TurnQuery(conv_id="c"))) == 100
+    assert len(store.list_snapshots(TurnQuery(conv_id="c", limit=0))) == 100
+    assert len(store.list_snapshots(TurnQuery(conv_id="c", limit=101))) == 101
+    latest = store.latest_snapshot("c")
+    assert latest is not None and latest.turn.id == "t100"
+
+
+def test_same_ids_in_two_conversations_stay_two_snapshots(store: SQLiteTurnStore) -> None:
+    for conv in ("c1", "c2"):
+        store.save_snapshot(conv, "s", turn("t1", f"from {conv}"), "final", 50)
+    snaps = store.list_snapshots(TurnQuery(session_id="s"))
+    assert [(s.conv_id, s.turn.id, s.turn.blocks[1].payload["text"]) for s in snaps] == [
+        ("c2", "t1", "from c2"),
+        ("c1", "t1", "from c1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (None, {}),
+        ("", {}),
+        ("{}", {}),
+        ('{"a": 1}', {"a": 1}),
+        ("not json", {"_invalid_json": "not json"}),
+        ("[1, 2]", {"_value": [1, 2]}),
+        ("3", {"_value": 3}),
+    ],
+)
+def test_stored_json_columns_always_load_as_objects(text: str | None, value: dict[str, Any]) -> None:
+    assert _loads(text) == value
+
+
+def test_absent_payload_and_metadata_are_stored_as_empty_objects() -> None:
+    bare = Turn(id="t1", blocks=[Block(kind="user", role="user", payload=None, metadata=None)])  # type: ignore[arg-type]
+    (row,), keys = block_rows(bare, 7)
+    assert row[0] == "t1#0" and row[5:] == ("{}", "{}", 7)
+    assert keys == [("t1#0", block_content_hash("user", "user", {}, {}))]
+
+
+def test_error_messages_name_the_problem(store: SQLiteTurnStore, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^session_id must be a non-empty string$"):
+        store.save_snapshot("c", " ", turn("t1", "hi"), "final", 1)
+    with pytest.raises(StoreError, match=r"nope\.db: no such store$"):
+        SQLiteTurnStore(tmp_path / "nope.db")

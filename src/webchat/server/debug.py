@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -18,7 +19,7 @@ from webchat.server.errors import ApiError
 from webchat.server.ids import MAX_SQLITE_INT, check_id
 from webchat.server.timeline import timeline_document
 from webchat.server.validation import CheckedRoute
-from webchat.stores.protocol import Snapshot, TurnQuery
+from webchat.stores.protocol import Snapshot, TurnQuery, TurnRow
 from webchat.stores.timeline import ConversationRecord
 from webchat.turns.keys import phase_problem
 
@@ -81,14 +82,12 @@ async def conversation(conv_id: str, svc: Svc) -> dict[str, Any]:
     return item
 
 
-@router.get("/conversations/{conv_id}/runtime-history", summary="Runtime segments from turn rows only")
-async def runtime_history(conv_id: str, svc: Svc) -> dict[str, Any]:
-    check_id(conv_id, "conv_id")
-    rows = await asyncio.to_thread(svc.turns.runtime_history, conv_id)
-    record = await asyncio.to_thread(svc.timeline.get_conversation, conv_id)
-    live = svc.conversations.live(conv_id)
-    if not rows and record is None and live is None:
-        raise ApiError(404, "unknown_conversation", f"no conversation {conv_id}")
+def runtime_segments(rows: Iterable[TurnRow]) -> list[dict[str, Any]]:
+    """Consecutive turns with the same stored ``runtime_key``, in the order given (oldest first).
+
+    Only the turn rows count: a turn with an unknown runtime (``''``) stays in an unknown segment and is
+    never filled from the conversation pointer or a neighbouring turn (runtime-truth.md §1).
+    """
     segments: list[dict[str, Any]] = []
     for row in rows:
         if segments and segments[-1]["runtime_key"] == row.runtime_key:
@@ -107,6 +106,18 @@ async def runtime_history(conv_id: str, svc: Svc) -> dict[str, Any]:
                     "to_ms": row.updated_at_ms,
                 }
             )
+    return segments
+
+
+@router.get("/conversations/{conv_id}/runtime-history", summary="Runtime segments from turn rows only")
+async def runtime_history(conv_id: str, svc: Svc) -> dict[str, Any]:
+    check_id(conv_id, "conv_id")
+    rows = await asyncio.to_thread(svc.turns.runtime_history, conv_id)
+    record = await asyncio.to_thread(svc.timeline.get_conversation, conv_id)
+    live = svc.conversations.live(conv_id)
+    if not rows and record is None and live is None:
+        raise ApiError(404, "unknown_conversation", f"no conversation {conv_id}")
+    segments = runtime_segments(rows)
     pointer = (live.pointer if live and live.pointer else "") or (record.runtime_key if record else "")
     return {
         "conv_id": conv_id,
@@ -116,11 +127,8 @@ async def runtime_history(conv_id: str, svc: Svc) -> dict[str, Any]:
     }
 
 
-def _snapshot_item(s: Snapshot, *, parsed: bool) -> dict[str, Any]:
-    item: dict[str, Any] = {**s.summary(), "payload": s.payload}
-    if parsed:
-        item["parsed"] = s.parsed()
-    return item
+def _snapshot_item(s: Snapshot) -> dict[str, Any]:
+    return {**s.summary(), "payload": s.payload}
 
 
 @router.get("/turns", summary="Phase snapshots, newest first, with per-turn runtime_key and inference_id")
@@ -156,7 +164,7 @@ async def turns(
         "session_id": session_id,
         "phase": phase,
         "since_ms": since_ms,
-        "items": [_snapshot_item(s, parsed=False) for s in items],
+        "items": [_snapshot_item(s) for s in items],
     }
 
 
