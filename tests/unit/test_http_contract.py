@@ -62,7 +62,6 @@ def test_ws_ping_is_answered_with_pong(client: TestClient, ping: str) -> None:
         assert frame["sem"] is True
         event = frame["event"]
         assert event["type"] == "ws.pong" and event["id"] == "pong:c-ping"
-        assert set(event["data"]) == {"server_time_ms"}
         assert isinstance(event["data"]["server_time_ms"], int) and event["data"]["server_time_ms"] >= before
 
 
