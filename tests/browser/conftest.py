@@ -1,7 +1,7 @@
 """Browser tests: a real ``web-chat serve`` and Debian's Chromium driven by Playwright (sync API).
 
-Each test module is skipped, with the reason, when ``/usr/bin/chromium`` is missing (``make test``
-installs it); under ``CI=true`` that is a failure instead (tests/prerequisites.py). Every page records
+A missing ``/usr/bin/chromium`` fails the tests with the reason (``make test`` installs it); no test is
+ever skipped. Every page records
 console errors and uncaught exceptions; a test fails on any of them.
 Screenshots of the main screens go to ``artifacts/screenshots/`` at the repository root.
 """
@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Server, start_server
-from tests.prerequisites import missing_prerequisite
 from webchat.events.projector import MESSAGE
 from webchat.stores.sqlite.timeline_store import SQLiteTimelineStore
 from webchat.stores.timeline import ConversationRecord, Entity
@@ -35,8 +34,6 @@ CHROMIUM_MISSING = (
     "Debian's Chromium is not installed at /usr/bin/chromium (make test installs it with "
     "apt-get install -y chromium)"
 )
-# Every browser test module starts with ``pytestmark = needs_chromium``.
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason=CHROMIUM_MISSING)
 
 LAUNCH_ARGS = [
     "--no-sandbox",
@@ -171,7 +168,8 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
-        missing_prerequisite(CHROMIUM_MISSING)
+        # Never a skip: a browser test that does not run tests nothing, and make test installs Chromium.
+        pytest.fail(CHROMIUM_MISSING, pytrace=False)
     if sync_api is None:
         pytest.fail("playwright is not installed: pip install -e '.[dev]'")
     with sync_api.sync_playwright() as playwright:

@@ -6,10 +6,8 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import PageProbe, chat, needs_chromium, open_probe, wait_final_turns
+from tests.browser.conftest import PageProbe, chat, open_probe, wait_final_turns
 from tests.e2e.conftest import Server
-
-pytestmark = needs_chromium
 
 
 def active(page: Any) -> dict[str, str]:

@@ -11,12 +11,9 @@ from tests.browser.conftest import (
     LEGACY_CONV,
     LEGACY_POINTER,
     PageProbe,
-    needs_chromium,
     wait_final_turns,
 )
 from tests.e2e.conftest import Server
-
-pytestmark = needs_chromium
 
 CONV_URL = re.compile(r"/\?conv=([0-9a-f-]{36})$")
 

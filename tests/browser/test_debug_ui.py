@@ -16,13 +16,10 @@ from tests.browser.conftest import (
     LEGACY_POINTER,
     PageProbe,
     chat,
-    needs_chromium,
     open_probe,
     wait_final_turns,
 )
 from tests.e2e.conftest import Server, start_server
-
-pytestmark = needs_chromium
 
 
 def data_list(locator: Any, attribute: str) -> list[str]:

@@ -7,10 +7,8 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import needs_chromium, open_probe
+from tests.browser.conftest import open_probe
 from tests.e2e.conftest import start_server
-
-pytestmark = needs_chromium
 
 # While the server is down the browser reports the refused connections; those are expected here.
 OUTAGE_ERRORS = ["WebSocket connection to", "ERR_CONNECTION_REFUSED", "Failed to load resource"]
