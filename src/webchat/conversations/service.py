@@ -388,7 +388,14 @@ class ConversationService:
                     pending.marked_running = True
             except Exception as exc:
                 log.exception("prompt %s of conversation %s could not start", pending.turn_id, conv.conv_id)
-                await self._publish_error(conv, pending, f"the prompt could not start: {exc}", "store_error")
+                await self._publish_error(
+                    conv,
+                    pending.turn_id,
+                    pending.runtime.runtime_key,
+                    pending.inference_id,
+                    f"the prompt could not start: {exc}",
+                    "store_error",
+                )
                 return
             if pending.queued:
                 # The prompt's timeline entity stops saying "queued" once its turn starts.
@@ -441,17 +448,17 @@ class ConversationService:
                 "prompt %s of conversation %s: could not record its end", pending.turn_id, conv.conv_id
             )
 
-    async def _publish_error(self, conv: Conversation, pending: PendingTurn, message: str, code: str) -> None:
-        message_id = f"{pending.turn_id}:assistant"
+    @staticmethod
+    async def _publish_error(
+        conv: Conversation, turn_id: str, runtime_key: str, inference_id: str, message: str, code: str
+    ) -> None:
+        """An ``llm.error`` frame for a prompt whose turn never ran (its answer entity says why)."""
+        message_id = f"{turn_id}:assistant"
         await conv.hub.publish(
             "llm.error",
             message_id,
             {"id": message_id, "error": message, "code": code},
-            {
-                "runtime_key": pending.runtime.runtime_key,
-                "turn_id": pending.turn_id,
-                "inference_id": pending.inference_id,
-            },
+            {"runtime_key": runtime_key, "turn_id": turn_id, "inference_id": inference_id},
         )
 
     def _idle_record(self, conv: Conversation, status: str = "idle") -> ConversationRecord:
@@ -510,12 +517,8 @@ class ConversationService:
         return {"interrupted": interrupted, "completed": completed, "queued": queued, "not_run": not_run}
 
     async def _not_run(self, conv: Conversation, rec: PromptRecord, why: str) -> None:
-        message_id = f"{rec.turn_id}:assistant"
-        await conv.hub.publish(
-            "llm.error",
-            message_id,
-            {"id": message_id, "error": f"this queued prompt was not run: {why}", "code": NOT_RUN},
-            {"runtime_key": rec.runtime_key, "turn_id": rec.turn_id, "inference_id": ""},
+        await self._publish_error(
+            conv, rec.turn_id, rec.runtime_key, "", f"this queued prompt was not run: {why}", NOT_RUN
         )
         await asyncio.to_thread(self.prompts.finish, rec.conv_id, rec.turn_id, NOT_RUN, NOT_RUN, now_ms())
 
