@@ -512,3 +512,83 @@ def test_a_turn_that_finished_just_before_the_crash_is_recorded_done_not_interru
         assert entity.props["content"] == "the whole answer" and "error" not in entity.props
         t1 = s.turns.load_turn("c1", "s1", "t1")[0].turn
         assert "the whole answer" in [b.payload.get("text") for b in t1.blocks]
+
+
+def test_a_prompt_sent_once_the_answer_is_out_starts_at_once_and_both_rows_end_right(tmp_path: Path) -> None:
+    """A client that sends its next prompt as soon as it reads ``llm.final`` is told "started", not
+    "queued behind a turn that already answered"; the first prompt's row is closed in the same
+    transaction that accepts the second."""
+    with stores(tmp_path) as s:
+
+        async def main() -> tuple[tuple[int, dict[str, Any]], tuple[int, dict[str, Any]]]:
+            svc = s.service()
+            first = await svc.submit("c1", "first question", runtime("fast"), "k1")
+            conv = svc.live("c1")
+            assert conv is not None
+            sub = conv.hub.subscribe()
+            async with asyncio.timeout(20):
+                while (await sub.get()).type != "llm.final":
+                    pass
+                # The frame is out (a real client reads it over the network first); the worker has
+                # decided the outcome but not yet closed the first prompt's row.
+                while conv.settling is None:
+                    await asyncio.sleep(0)
+            assert conv.running is not None
+            second = await svc.submit("c1", "second question", runtime("fast"), "k2")
+            await idle(svc, "c1")
+            await svc.shutdown(1)
+            return first, second
+
+        first, second = run(main)
+        assert (first[0], second[0]) == (200, 200)
+        assert second[1]["status"] == "started" and second[1]["inference_id"]
+        rows = s.prompts.conversation_prompts("c1")
+        assert [(p.status, p.error_code) for p in rows] == [("done", ""), ("done", "")]
+        assert rows[0].finished_at_ms <= rows[1].started_at_ms
+        assert [t for t, _, _ in final_history(s, "c1")] == [first[1]["turn_id"], second[1]["turn_id"]]
+
+
+def test_accepting_a_prompt_can_settle_the_running_one_and_finishing_it_again_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    from webchat.stores.prompts import Settle
+
+    with stores(tmp_path) as s:
+        crash_leftovers(s)  # t0 running, t1 and t2 queued in c1
+        s.prompts.finish("c1", "t1", "not_run", "not_run", 5)
+        s.prompts.finish("c1", "t2", "not_run", "not_run", 5)
+        index = s.timeline.get_conversation("c1")
+        assert index is not None
+
+        def new(turn: str, key: str, settles: Settle | None) -> NewPrompt:
+            return NewPrompt(
+                conv_id="c1",
+                turn_id=turn,
+                session_id="s1",
+                prompt="next",
+                runtime_key="fast",
+                runtime_fingerprint="fp",
+                runtime={"runtime_key": "fast"},
+                idempotency_key=key,
+                response_status=200,
+                response={"status": "started"},
+                accepted_at_ms=10,
+                inference_id=f"inf-{turn}",
+                settles=settles,
+            )
+
+        with pytest.raises(PromptStateError, match="already runs"):
+            s.prompts.accept(new("t3", "k3", None), index)
+        with pytest.raises(ValueError, match="not a final status"):
+            s.prompts.accept(new("t3", "k3", Settle("t0", "running", "", 9)), index)
+        assert s.prompts.get("c1", "t3") is None  # nothing of a refused acceptance stays
+        record, replayed = s.prompts.accept(new("t3", "k3", Settle("t0", "failed", "boom", 9)), index)
+        assert not replayed and record.status == "running"
+        t0 = s.prompts.get("c1", "t0")
+        assert t0 is not None and (t0.status, t0.error_code, t0.finished_at_ms) == ("failed", "boom", 9)
+        # The worker records the same end afterwards: a no-op, the first record stands.
+        again = s.prompts.finish("c1", "t0", "failed", "boom", 12)
+        assert again.finished_at_ms == 9
+        # Another end is still refused.
+        with pytest.raises(PromptStateError, match="cannot become"):
+            s.prompts.finish("c1", "t0", "done", "", 13)

@@ -39,6 +39,7 @@ from webchat.stores.prompts import (
     NewPrompt,
     PromptRecord,
     PromptStore,
+    Settle,
 )
 from webchat.stores.protocol import Snapshot, TurnStore
 from webchat.stores.timeline import ConversationRecord, TimelineStore
@@ -70,6 +71,9 @@ class Conversation:
     history: list[Block] = field(default_factory=list)
     queue: deque[PendingTurn] = field(default_factory=deque)
     running: PendingTurn | None = None
+    # The running turn's outcome is decided (its last frame is out) and only its prompt row is being
+    # closed: a prompt accepted now starts next, it does not wait in the queue.
+    settling: Settle | None = None
     worker: asyncio.Task[None] | None = None
     last_activity_ms: int = field(default_factory=now_ms)
     created_at_ms: int = field(default_factory=now_ms)
@@ -80,6 +84,11 @@ class Conversation:
     @property
     def busy(self) -> bool:
         return self.running is not None or bool(self.queue)
+
+    @property
+    def starts_next(self) -> bool:
+        """A prompt accepted now is the next to run: nothing waits, and nothing runs or its answer is out."""
+        return not self.queue and (self.running is None or self.settling is not None)
 
 
 class FairSlots:
@@ -269,7 +278,7 @@ class ConversationService:
     ) -> tuple[int, dict[str, Any]]:
         at = now_ms()
         turn_id = str(uuid.uuid4())
-        start_now = not conv.busy
+        start_now = conv.starts_next
         inference_id = str(uuid.uuid4()) if start_now else ""
         common: dict[str, Any] = {
             "conv_id": conv.conv_id,
@@ -310,6 +319,7 @@ class ConversationService:
             # A prompt that starts now is written as running at once: one write less before its first
             # token, and a crash from here on records it as interrupted, as the client was told it started.
             inference_id=inference_id,
+            settles=conv.settling if start_now else None,
         )
         # The pointer moves with the accepted prompt: it says which runtime the *next* prompt uses.
         index_row = ConversationRecord(
@@ -361,6 +371,7 @@ class ConversationService:
             while conv.queue:
                 pending = conv.queue.popleft()
                 conv.running = pending
+                conv.settling = None
                 conv.last_activity_ms = now_ms()
                 try:
                     await self._run(conv, pending)
@@ -434,6 +445,7 @@ class ConversationService:
                     "turn %s of conversation %s failed outside the runner", pending.turn_id, conv.conv_id
                 )
             finally:
+                conv.settling = Settle(pending.turn_id, status, code, now_ms())
                 await asyncio.shield(self._finish(conv, pending, status, code))
         finally:
             self.slots.release()

@@ -34,6 +34,17 @@ class PromptStateError(StoreError):
 
 
 @dataclass(frozen=True)
+class Settle:
+    """The end of a running prompt whose outcome is decided (its last frame is out), recorded together with
+    the next prompt's acceptance so that one can start at once."""
+
+    turn_id: str
+    status: str
+    error_code: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
 class NewPrompt:
     """A prompt as accepted, before it has a position in its conversation's queue."""
 
@@ -53,6 +64,8 @@ class NewPrompt:
     conv_id_given: bool = True
     # Set when the prompt starts at once: the row is written ``running`` with it, in the same transaction.
     inference_id: str = ""
+    # The conversation's running prompt, finished in the same transaction (only with ``inference_id``).
+    settles: Settle | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +114,8 @@ class PromptStore(Protocol):
     def accept(self, prompt: NewPrompt, conversation: ConversationRecord) -> tuple[PromptRecord, bool]:
         """In one transaction: look the idempotency key up (scoped to the user); when it is new, append the
         prompt to its conversation's queue as ``queued`` (``running`` when it carries its inference id,
-        refused if another prompt of the conversation runs) and upsert the conversation index row (the
+        refused if another prompt of the conversation runs, unless it is the one ``settles`` finishes first in
+        the same transaction) and upsert the conversation index row (the
         pointer move). Returns ``(record, replayed)``; a replay changes nothing.
 
         Raises :class:`IdempotencyKeyReused` when the key names a prompt of another conversation or with
@@ -115,7 +129,9 @@ class PromptStore(Protocol):
         """``queued → running`` with its inference id; refused while another prompt of it runs."""
 
     def finish(self, conv_id: str, turn_id: str, status: str, error_code: str, at_ms: int) -> PromptRecord:
-        """``running → done|failed|cancelled`` or ``queued → not_run|cancelled``."""
+        """``running → done|failed|cancelled`` or ``queued → not_run|cancelled``. Finishing a prompt again
+        with the status and code it ended with changes nothing (the acceptance of the next prompt may
+        have recorded it first, see :class:`Settle`)."""
 
     def get(self, conv_id: str, turn_id: str) -> PromptRecord | None: ...
 

@@ -113,6 +113,34 @@ def _record(row: sqlite3.Row | tuple[Any, ...]) -> PromptRecord:
     )
 
 
+def _transition_in(
+    conn: sqlite3.Connection,
+    conv_id: str,
+    turn_id: str,
+    status: str,
+    sql: str,
+    changes: dict[str, Any],
+) -> PromptRecord:
+    row = conn.execute(FIND_TURN_SQL, (conv_id, turn_id)).fetchone()
+    current = _record(row) if row else None
+    if current is None:
+        raise PromptStateError(f"no prompt {turn_id} in conversation {conv_id}")
+    if status in FINISHED and current.status == status and current.error_code == changes["error_code"]:
+        return current  # recorded already, with the next prompt's acceptance
+    if current.status not in _NEXT[status]:
+        raise PromptStateError(f"prompt {turn_id} is {current.status}; it cannot become {status}")
+    if status == RUNNING:
+        other = conn.execute(OTHER_RUNNING_SQL, (conv_id, turn_id)).fetchone()
+        if other is not None:
+            raise PromptStateError(f"conversation {conv_id} already runs prompt {other[0]}; one at a time")
+    conn.execute(sql, (status, *changes.values(), conv_id, current.position))
+    return replace(current, status=status, **changes)
+
+
+def _finish_changes(error_code: str, at_ms: int) -> dict[str, Any]:
+    return {"error_code": error_code, "finished_at_ms": int(at_ms)}
+
+
 def _accepted(prompt: NewPrompt, position: int, accept_seq: int) -> PromptRecord:
     return PromptRecord(
         conv_id=prompt.conv_id,
@@ -183,6 +211,12 @@ class SQLitePromptStore:
                     )
                 return known, True
             if prompt.inference_id:
+                done = prompt.settles
+                if done is not None:
+                    if done.status not in FINISHED:
+                        raise ValueError(f"not a final status: {done.status!r}")
+                    changes = _finish_changes(done.error_code, done.at_ms)
+                    _transition_in(conn, prompt.conv_id, done.turn_id, done.status, FINISH_SQL, changes)
                 other = conn.execute(OTHER_RUNNING_SQL, (prompt.conv_id, prompt.turn_id)).fetchone()
                 if other is not None:
                     raise PromptStateError(
@@ -224,25 +258,9 @@ class SQLitePromptStore:
         sql: str,
         changes: dict[str, Any],
     ) -> PromptRecord:
-        allowed = _NEXT[status]
-
-        def tx(conn: sqlite3.Connection) -> PromptRecord:
-            row = conn.execute(FIND_TURN_SQL, (conv_id, turn_id)).fetchone()
-            current = _record(row) if row else None
-            if current is None:
-                raise PromptStateError(f"no prompt {turn_id} in conversation {conv_id}")
-            if current.status not in allowed:
-                raise PromptStateError(f"prompt {turn_id} is {current.status}; it cannot become {status}")
-            if status == RUNNING:
-                other = conn.execute(OTHER_RUNNING_SQL, (conv_id, turn_id)).fetchone()
-                if other is not None:
-                    raise PromptStateError(
-                        f"conversation {conv_id} already runs prompt {other[0]}; one at a time"
-                    )
-            conn.execute(sql, (status, *changes.values(), conv_id, current.position))
-            return replace(current, status=status, **changes)
-
-        return self._timeline.run_write(tx)
+        return self._timeline.run_write(
+            lambda conn: _transition_in(conn, conv_id, turn_id, status, sql, changes)
+        )
 
     def mark_running(self, conv_id: str, turn_id: str, inference_id: str, at_ms: int) -> PromptRecord:
         if not inference_id:
@@ -263,7 +281,7 @@ class SQLitePromptStore:
             turn_id,
             status,
             FINISH_SQL,
-            {"error_code": error_code, "finished_at_ms": int(at_ms)},
+            _finish_changes(error_code, at_ms),
         )
 
     # -- reads --------------------------------------------------------------------------------------
