@@ -365,14 +365,18 @@ async def one_conversation(
     if ws is None:
         return
     try:
-        for i in range(turns):
-            turn = await chat_turn(http, ws, run.conv_id, f"conversation turn {i}: tell me something")
-            run.turns.append(turn)
-            if turn.error:
-                break
+        await conversation_turns(http, run, ws, turns)
     finally:
         with contextlib.suppress(Exception):
             await ws.close()
+
+
+async def conversation_turns(http: httpx.AsyncClient, run: ConvRun, ws: ClientConnection, turns: int) -> None:
+    for i in range(turns):
+        turn = await chat_turn(http, ws, run.conv_id, f"conversation turn {i}: tell me something")
+        run.turns.append(turn)
+        if turn.error:
+            break
 
 
 async def verify_snapshots(http: httpx.AsyncClient, runs: list[ConvRun]) -> dict[str, int]:
@@ -420,9 +424,18 @@ async def concurrency(srv: Proc, convs: int, turns: int, label: str = "") -> tup
         async with asyncio.timeout(600):
             opened = await asyncio.gather(*(open_conversation(srv) for _ in range(convs)))
             runs = [run for run, _ in opened]
-            t0 = time.perf_counter()
-            await asyncio.gather(*(one_conversation(http, run, ws, turns) for run, ws in opened))
-            wall = time.perf_counter() - t0
+            # One keep-alive connection per conversation, as a browser tab has, made before the clock
+            # starts (an httpx client costs milliseconds of this process's CPU to create). One pool shared
+            # by all conversations spent most of this process's CPU scanning its 200 connections
+            # (httpcore), so the figures measured the client, not the server.
+            clients = [http_client(srv.base_url, 1) for _ in opened]
+            try:
+                t0 = time.perf_counter()
+                pairs = zip(clients, opened, strict=True)
+                await asyncio.gather(*(one_conversation(c, run, ws, turns) for c, (run, ws) in pairs))
+                wall = time.perf_counter() - t0
+            finally:
+                await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
         problems = await verify_snapshots(http, runs)
     all_turns = [t for r in runs for t in r.turns]
     errors = [t.error for t in all_turns if t.error] + [r.ws_error for r in runs if r.ws_error]
@@ -437,6 +450,12 @@ async def concurrency(srv: Proc, convs: int, turns: int, label: str = "") -> tup
     print(f"    completed turns {len(ok)}/{convs * turns} in {wall:.2f} s -> {len(ok) / wall:.1f} turns/s")
     print(f"    first-delta latency          {summary(lat)}")
     print(f"    POST /chat round-trip        {summary([t.post_ms for t in ok])}")
+    firsts = [r.turns[0].first_delta_ms for r in runs if r.turns and not r.turns[0].error]
+    later = [t.first_delta_ms for r in runs for t in r.turns[1:] if not t.error]
+    print(f"      first turn of each conv    {summary(firsts)}")
+    print(f"      later turns                {summary(later)}")
+    print(f"      POST of first turns        {summary([r.turns[0].post_ms for r in runs if r.turns])}")
+    print(f"      chat.message of first turns {summary([r.turns[0].message_ms for r in runs if r.turns])}")
     print(f"    HTTP/WS errors {len(errors)}, turns not run {missing}, POSTs answered 202 queued {queued}")
     if errors:
         print(

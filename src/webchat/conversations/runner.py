@@ -18,6 +18,7 @@ from typing import Any
 from webchat.runtimes.engine import Engine, EngineError, ModelReply, ToolCall, Usage
 from webchat.runtimes.resolve import ResolvedRuntime
 from webchat.runtimes.tools import ToolError, get_tool
+from webchat.stores.offload import write_call
 from webchat.stores.protocol import TurnStore
 from webchat.turns import keys
 from webchat.turns.model import Block, Turn
@@ -155,7 +156,8 @@ async def run_turn(
 
     def save(phase: str) -> Awaitable[None]:
         # The turn is copied and timestamped now, at the call, not when the write runs.
-        return asyncio.to_thread(
+        return write_call(
+            store,
             store.save_snapshot,
             pending.conv_id,
             pending.session_id,

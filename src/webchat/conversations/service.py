@@ -28,6 +28,7 @@ from webchat.conversations.runner import PendingTurn, now_ms, run_turn
 from webchat.events.hub import ConversationHub, HubRegistry
 from webchat.runtimes.engine import Engine, build_engine
 from webchat.runtimes.resolve import ResolvedRuntime
+from webchat.stores.offload import write_call
 from webchat.stores.prompts import (
     CANCELLED,
     DONE,
@@ -333,7 +334,7 @@ class ConversationService:
             status="active",
             last_error="",
         )
-        record, replayed = await asyncio.to_thread(self.prompts.accept, new, index_row)
+        record, replayed = await write_call(self.prompts, self.prompts.accept, new, index_row)
         if replayed:  # a concurrent request with the same key got there first
             return self._replay(record, conv.conv_id if conv_id_given else None, prompt)
         conv.pointer = runtime.runtime_key
@@ -378,7 +379,7 @@ class ConversationService:
                 finally:
                     conv.running = None
                     conv.last_activity_ms = now_ms()
-            await asyncio.to_thread(self.timeline.upsert_conversation, self._idle_record(conv))
+            await write_call(self.timeline, self.timeline.upsert_conversation, self._idle_record(conv))
             # A prompt accepted during that write found this worker still running: run it too.
             if not conv.queue:
                 return
@@ -389,7 +390,8 @@ class ConversationService:
         try:
             try:
                 if not pending.marked_running:
-                    await asyncio.to_thread(
+                    await write_call(
+                        self.prompts,
                         self.prompts.mark_running,
                         conv.conv_id,
                         pending.turn_id,
@@ -452,8 +454,8 @@ class ConversationService:
 
     async def _finish(self, conv: Conversation, pending: PendingTurn, status: str, code: str) -> None:
         try:
-            await asyncio.to_thread(
-                self.prompts.finish, conv.conv_id, pending.turn_id, status, code, now_ms()
+            await write_call(
+                self.prompts, self.prompts.finish, conv.conv_id, pending.turn_id, status, code, now_ms()
             )
         except Exception:
             log.exception(
@@ -532,7 +534,9 @@ class ConversationService:
         await self._publish_error(
             conv, rec.turn_id, rec.runtime_key, "", f"this queued prompt was not run: {why}", NOT_RUN
         )
-        await asyncio.to_thread(self.prompts.finish, rec.conv_id, rec.turn_id, NOT_RUN, NOT_RUN, now_ms())
+        await write_call(
+            self.prompts, self.prompts.finish, rec.conv_id, rec.turn_id, NOT_RUN, NOT_RUN, now_ms()
+        )
 
     async def _record_interrupted(self, conv: Conversation, rec: PromptRecord) -> bool:
         """The running prompt of a process that died: a failed turn, code ``interrupted``, keeping what
@@ -606,7 +610,8 @@ class ConversationService:
         turn.metadata[keys.ERROR] = error
         at = max(now_ms(), (latest.created_at_ms + 1) if latest else 0)
         try:
-            await asyncio.to_thread(
+            await write_call(
+                self.turns,
                 self.turns.save_snapshot,
                 rec.conv_id,
                 session_id,
@@ -635,7 +640,9 @@ class ConversationService:
             {"id": message_id, "error": INTERRUPTED_MESSAGE, "code": INTERRUPTED},
             dict(meta, inference=inference),
         )
-        await asyncio.to_thread(self.prompts.finish, rec.conv_id, rec.turn_id, FAILED, INTERRUPTED, now_ms())
+        await write_call(
+            self.prompts, self.prompts.finish, rec.conv_id, rec.turn_id, FAILED, INTERRUPTED, now_ms()
+        )
         return True
 
     async def _record_finished(
@@ -655,7 +662,7 @@ class ConversationService:
             if isinstance(inference, dict):
                 meta["inference"] = inference
             await conv.hub.publish("llm.final", open_message.id, {"id": open_message.id, "text": text}, meta)
-        await asyncio.to_thread(self.prompts.finish, rec.conv_id, rec.turn_id, DONE, "", now_ms())
+        await write_call(self.prompts, self.prompts.finish, rec.conv_id, rec.turn_id, DONE, "", now_ms())
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -705,8 +712,8 @@ class ConversationService:
             log.warning("conversation %s: not every event was written; not marking it closed", conv.conv_id)
             return
         # Every seq handed out is written: the next process may go on right after the last one.
-        await asyncio.to_thread(self.timeline.settle_seq, conv.conv_id, conv.hub.version)
-        await asyncio.to_thread(self.timeline.upsert_conversation, self._idle_record(conv, CLOSED))
+        await write_call(self.timeline, self.timeline.settle_seq, conv.conv_id, conv.hub.version)
+        await write_call(self.timeline, self.timeline.upsert_conversation, self._idle_record(conv, CLOSED))
 
 
 __all__ = [

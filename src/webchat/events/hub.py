@@ -28,6 +28,7 @@ from typing import Any
 
 from webchat.events.envelope import Event, now_ms
 from webchat.events.projector import project
+from webchat.stores.offload import write_call
 from webchat.stores.timeline import Entity, TimelineStore
 
 log = logging.getLogger("webchat.events")
@@ -230,7 +231,7 @@ class ConversationHub:
             if self._version < self._reserved:
                 return  # another publisher reserved while this one waited
             upto = self._version + self._reservation_block
-            await asyncio.to_thread(self._store.reserve_seq, self.conv_id, upto)
+            await write_call(self._store, self._store.reserve_seq, self.conv_id, upto)
             self._reserved = upto
 
     @property
@@ -253,7 +254,7 @@ class ConversationHub:
             batch = list(self._pending)
             self._pending.clear()
             try:
-                await asyncio.to_thread(self._persist, batch)
+                await write_call(self._store, self._persist, batch)
                 self._persisted_version = batch[-1].seq
             except Exception:
                 # The live stream goes on; the next successful write carries the version forward.

@@ -5,6 +5,11 @@ connection and runs each unit of work, one at a time, in ``BEGIN IMMEDIATE`` …
 keeps "database is locked" away inside a process; between processes, ``BEGIN IMMEDIATE`` plus
 ``busy_timeout`` (and a bounded retry on top) serialise writers. Reads use their own connections,
 one per thread.
+
+Async callers hand a store's writes to that file's own thread (:attr:`Writer.executor`, via
+:func:`webchat.stores.offload.write_call`): a write queued there waits only for writes to the same file.
+In the shared default pool, writes blocked on this lock held every thread, and a prompt's acceptance in
+timeline.db waited behind snapshot saves to turns.db.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -87,6 +93,16 @@ class Writer:
         self.name = name
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = connect(self.path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+
+    @property
+    def executor(self) -> Executor:
+        """The one thread async callers run this file's writes on, in the order they were queued."""
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
+            return self._executor
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in one write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``); return its result."""
@@ -96,6 +112,11 @@ class Writer:
             return run_in_transaction(self._conn, fn)
 
     def close(self) -> None:
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            # Queued writes still run (and find the store closed if they come after this).
+            executor.shutdown(wait=False)
         with self._lock:
             if self._conn is not None:
                 self._conn.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from concurrent.futures import Executor
 from dataclasses import replace
 from typing import Any, Final
 
@@ -184,6 +185,11 @@ class SQLitePromptStore:
         if timeline.readonly:
             raise ValueError("the prompt store needs a writable timeline store")
         self._timeline = timeline
+
+    @property
+    def write_executor(self) -> Executor | None:
+        """The timeline store's: the two share one file and one writer."""
+        return self._timeline.write_executor
 
     def _read(self) -> sqlite3.Connection:
         return self._timeline.read_connection()

@@ -15,6 +15,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -417,6 +418,11 @@ class SQLiteTimelineStore:
 
     def _write(self, fn: Callable[[sqlite3.Connection], object]) -> None:
         self.run_write(fn)
+
+    @property
+    def write_executor(self) -> Executor | None:
+        """Where async callers run this store's writes (see :func:`webchat.stores.offload.write_call`)."""
+        return self._writer.executor if self._writer is not None else None
 
     def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in one write transaction on this file's writer thread (shared with the prompt

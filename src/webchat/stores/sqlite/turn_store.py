@@ -6,6 +6,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -233,6 +234,11 @@ class SQLiteTurnStore:
             if self._writer_instance is None:
                 self._writer_instance = Writer(self.path, name="webchat-turns-writer")
             return self._writer_instance
+
+    @property
+    def write_executor(self) -> Executor:
+        """Where async callers run this store's writes (see :func:`webchat.stores.offload.write_call`)."""
+        return self._writer.executor
 
     # -- writes -------------------------------------------------------------------------------------
 
