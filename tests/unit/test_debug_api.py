@@ -80,7 +80,7 @@ def seed(data_dir: Path) -> None:
 
 def make_client(data_dir: Path, **settings: Any) -> TestClient:
     app = create_app(Settings(data_dir=data_dir, host="127.0.0.1", debug_api=True, **settings))
-    return TestClient(app)
+    return TestClient(app, base_url="http://127.0.0.1")
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_without_a_token_the_loopback_debug_api_is_open(client: TestClient) -> N
 def test_debug_api_absent_when_not_mounted(tmp_path: Path) -> None:
     seed(tmp_path / "data")
     app = create_app(Settings(data_dir=tmp_path / "data", host="127.0.0.1", debug_api=False))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         assert_error(c.get(f"/api/debug/turns?conv_id={CONV}"), 404, "not_found")
 
 
@@ -224,8 +224,8 @@ def test_runtime_segments_group_consecutive_turns_only() -> None:
 
 def test_conversations_newest_activity_first_with_their_source(client: TestClient) -> None:
     with (
-        client.websocket_connect("/ws?conv_id=c-live-only") as live_ws,
-        client.websocket_connect("/ws?conv_id=c-oldest") as merged_ws,
+        client.websocket_connect("ws://127.0.0.1/ws?conv_id=c-live-only") as live_ws,
+        client.websocket_connect("ws://127.0.0.1/ws?conv_id=c-oldest") as merged_ws,
     ):
         assert live_ws.receive_json()["event"]["type"] == "ws.hello"
         assert merged_ws.receive_json()["event"]["type"] == "ws.hello"
@@ -254,7 +254,7 @@ def test_conversations_newest_activity_first_with_their_source(client: TestClien
 
 def test_live_pointer_wins_over_the_persisted_one(tmp_path: Path) -> None:
     seed(tmp_path / "data")
-    with make_client(tmp_path / "data") as c, c.websocket_connect("/ws?conv_id=c-middle") as ws:
+    with make_client(tmp_path / "data") as c, c.websocket_connect("ws://127.0.0.1/ws?conv_id=c-middle") as ws:
         assert ws.receive_json()["event"]["data"]["runtime_key"] == "fast"
         # Another writer moves the persisted pointer (and activity) behind the live conversation's back.
         timeline = SQLiteTimelineStore(tmp_path / "data" / "timeline.db")

@@ -26,7 +26,7 @@ from webchat.stores.turns import open_turn_store
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     app = create_app(Settings(data_dir=tmp_path / "data", host="127.0.0.1", debug_api=True))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -54,7 +54,7 @@ def final_turn(client: TestClient, conv_id: str, turn_id: str) -> dict[str, Any]
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("ping", ["ping", " ping\n", '{"type": "ws.ping"}'])
 def test_ws_ping_is_answered_with_pong(client: TestClient, ping: str) -> None:
-    with client.websocket_connect("/ws?conv_id=c-ping") as ws:
+    with client.websocket_connect("ws://127.0.0.1/ws?conv_id=c-ping") as ws:
         assert ws.receive_json()["event"]["type"] == "ws.hello"
         before = int(time.time() * 1000)
         ws.send_text(ping)
@@ -67,7 +67,7 @@ def test_ws_ping_is_answered_with_pong(client: TestClient, ping: str) -> None:
 
 @pytest.mark.timeout(30)
 def test_ws_other_text_is_not_a_ping(client: TestClient) -> None:
-    with client.websocket_connect("/ws?conv_id=c-noping") as ws:
+    with client.websocket_connect("ws://127.0.0.1/ws?conv_id=c-noping") as ws:
         assert ws.receive_json()["event"]["type"] == "ws.hello"
         for text in ('{"type": "ws.pingx"}', "[1]", "pong", "not json"):
             ws.send_text(text)

@@ -241,7 +241,7 @@ def test_writer_updates_memory_immediately(tmp_path: Path) -> None:
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     app = create_app(Settings(data_dir=tmp_path / "data", debug_api=False))  # type: ignore[call-arg]
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         regs = app.state.services.registries
         app.state.profile_store = open_profile_store(tmp_path / "data" / "profiles.db", regs)
         try:
@@ -320,7 +320,7 @@ def test_route_errors(client: TestClient) -> None:
 
 def test_routes_without_a_store_are_read_only(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path / "data", debug_api=False))  # type: ignore[call-arg]
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         app.state.profile_store = None  # as if app.py had not opened one
         r = c.post("/api/chat/profiles", json={"slug": "x", **DOC})
         assert (r.status_code, r.json()["code"]) == (409, "read_only_registry")

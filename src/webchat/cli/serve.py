@@ -49,6 +49,32 @@ def serve(
             envvar="WEBCHAT_MAX_RUNNING",
         ),
     ] = None,
+    max_queue: Annotated[
+        int | None,
+        typer.Option(
+            "--max-queue",
+            min=1,
+            max=10_000,
+            help="Prompts that may wait in one conversation's queue; one more is 429 queue_full.",
+            envvar="WEBCHAT_MAX_QUEUE",
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="A Host name clients may use besides the bind address and localhost (repeatable; "
+            "WEBCHAT_ALLOWED_HOSTS, comma-separated).",
+        ),
+    ] = None,
+    allowed_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-origin",
+            help="An origin (scheme://host[:port]) whose pages may open sockets and send changes, "
+            "besides the server's own (repeatable; WEBCHAT_ALLOWED_ORIGINS, comma-separated).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the chat server with the web UI, the chat API and (on loopback) the debug API."""
@@ -67,6 +93,9 @@ def serve(
         ("debug_api", debug_api),
         ("debug_token", debug_token),
         ("max_running", max_running),
+        ("max_queue", max_queue),
+        ("allowed_hosts", allowed_host),
+        ("allowed_origins", allowed_origin),
     ):
         if value is not None:
             overrides[key] = value

@@ -63,6 +63,10 @@ class ServiceClosing(Exception):
     """The server is stopping and accepts no new prompt."""
 
 
+class QueueFull(Exception):
+    """The conversation already has ``max_queue`` prompts waiting."""
+
+
 @dataclass
 class Conversation:
     conv_id: str
@@ -152,6 +156,7 @@ class ConversationService:
         idle_evict_s: float = 900.0,
         max_tool_iterations: int = 5,
         max_running: int = 64,
+        max_queue: int = 32,
         engine_factory: Callable[[ResolvedRuntime], Engine] = build_engine,
     ) -> None:
         self.turns = turns
@@ -161,6 +166,7 @@ class ConversationService:
         self.idle_evict_s = idle_evict_s
         self.max_tool_iterations = max_tool_iterations
         self.slots = FairSlots(max_running)
+        self.max_queue = max_queue
         self._engine_factory = engine_factory
         self._live: dict[str, Conversation] = {}
         self._open_lock = asyncio.Lock()
@@ -301,6 +307,15 @@ class ConversationService:
         else:
             # Waiting prompts only: one accepted to start now may not have left the queue yet.
             depth = sum(1 for p in conv.queue if p.queued) + 1
+            if depth > self.max_queue:
+                # A retry of a prompt already queued still gets its stored answer.
+                known = await asyncio.to_thread(self.prompts.find_key, user_id, idempotency_key)
+                if known is not None:
+                    return self._replay(known, conv.conv_id if conv_id_given else None, prompt)
+                raise QueueFull(
+                    f"conversation {conv.conv_id} already has {self.max_queue} prompts waiting; "
+                    "send this one when one of them has run"
+                )
             status = 202
             body = {"status": "queued", **common, "queue_position": depth, "queue_depth": depth}
         new = NewPrompt(

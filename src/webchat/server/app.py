@@ -16,11 +16,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from webchat import __version__
-from webchat.conversations.service import ConversationService, ServiceClosing
+from webchat.conversations.service import ConversationService, QueueFull, ServiceClosing
 from webchat.runtimes.profiles import Registries, load_registries
 from webchat.runtimes.sqlite_registry import PROFILES_DB_NAME, ProfileWriter, open_profile_store
 from webchat.server import chat, debug, help, profiles, timeline, web, ws
 from webchat.server.deps import Services
+from webchat.server.edge import EdgeGuard
 from webchat.server.errors import (
     ApiError,
     api_error_handler,
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None, stores: OpenStores | None = Non
             opened.prompts,
             idle_evict_s=settings.idle_evict_s,
             max_running=settings.max_running,
+            max_queue=settings.max_queue,
         )
         try:
             recovered = await conversations.recover()
@@ -155,11 +157,19 @@ def create_app(settings: Settings | None = None, stores: OpenStores | None = Non
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Added last, so it runs first: a refused Host or Origin reaches nothing else.
+    app.add_middleware(
+        EdgeGuard,
+        bind_host=settings.host,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+    )
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(IdempotencyKeyReused, _idempotency_reused)
     app.add_exception_handler(ServiceClosing, _closing)
+    app.add_exception_handler(QueueFull, _queue_full)
 
     @app.get("/healthz", tags=["health"], summary="Liveness and store status")
     async def healthz() -> dict[str, Any]:
@@ -189,6 +199,10 @@ async def _idempotency_reused(_: Request, exc: Exception) -> JSONResponse:
 
 async def _closing(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "shutting_down", str(exc) or "the server is shutting down")
+
+
+async def _queue_full(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(429, "queue_full", str(exc))
 
 
 async def _evict_loop(conversations: ConversationService, interval: float) -> None:

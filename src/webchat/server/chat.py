@@ -77,14 +77,18 @@ class ErrorBody(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "model": ErrorBody,
-        "description": "Bad input (blank prompt, invalid slug, malformed JSON, legacy selector)",
+        "description": "Bad input (blank prompt, invalid slug, malformed JSON, legacy selector, "
+        "invalid_host)",
     },
     404: {"model": ErrorBody, "description": "Unknown profile or registry"},
     409: {
         "model": ErrorBody,
         "description": "idempotency_key_reused: the key names a prompt of another conversation or text",
     },
+    403: {"model": ErrorBody, "description": "invalid_origin: a foreign Origin header"},
     413: {"model": ErrorBody, "description": "Prompt or body over the configured limit"},
+    415: {"model": ErrorBody, "description": "unsupported_media_type: the body is not application/json"},
+    429: {"model": ErrorBody, "description": "queue_full: the conversation has --max-queue prompts waiting"},
     503: {"model": ErrorBody, "description": "shutting_down: the server accepts no new prompt"},
 }
 

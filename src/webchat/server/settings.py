@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from webchat.cli.common import default_data_dir
 
 
 def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
+    """Only loopback addresses and ``localhost``. An empty host binds every interface: never loopback."""
+    host = host.strip().strip("[]")
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_wildcard(host: str) -> bool:
+    """A bind address meaning "every interface": no client addresses the server by it."""
+    return host.strip().strip("[]") in ("", "0.0.0.0", "::")
+
+
+def _names(value: object) -> object:
+    # WEBCHAT_ALLOWED_HOSTS / WEBCHAT_ALLOWED_ORIGINS: comma-separated (CLI flags give lists).
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 class Settings(BaseSettings):
@@ -38,6 +53,14 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(10.0, ge=0)
     # Turns running at once across conversations; more wait their turn in the order they were accepted.
     max_running: int = Field(64, ge=1, le=10_000)
+    # Prompts waiting in one conversation's queue; one more is 429 queue_full.
+    max_queue: int = Field(32, ge=1, le=10_000)
+    # Host header names accepted besides the bind address and the loopback names (DNS-rebinding guard).
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Origins (scheme://host[:port]) allowed besides the server's own, for sockets and state changes.
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    _split_names = field_validator("allowed_hosts", "allowed_origins", mode="before")(_names)
 
     @property
     def turns_path(self) -> Path:

@@ -133,6 +133,12 @@ async def check_request(request: Request) -> None:
         raw = await request.body()
         if not raw.strip():
             return
+        # JSON only: a cross-site form or text/plain post (sent without a CORS preflight) starts nothing.
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+            raise ApiError(
+                415, "unsupported_media_type", f"the body must be application/json, not {media or 'untyped'}"
+            )
         try:
             request.scope[_JSON_STATE_KEY] = parse_json(raw)
         except ApiError as exc:

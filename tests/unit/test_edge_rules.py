@@ -1,0 +1,189 @@
+"""security.md's rules that hold in both modes, against the real app in process with real stores: the
+Host check (DNS rebinding), the Origin check on sockets and state changes, JSON-only bodies, the bounded
+per-conversation queue, and an empty ``--host`` meaning every interface, never loopback."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
+
+from webchat.server.app import create_app
+from webchat.server.edge import host_name, normal_origin
+from webchat.server.settings import Settings, is_loopback
+
+BASE = "http://127.0.0.1:8080"
+WS = "ws://127.0.0.1:8080/ws"
+
+
+def app_client(data: Path, **settings: Any) -> TestClient:
+    app = create_app(Settings(data_dir=data, host="127.0.0.1", port=8080, debug_api=True, **settings))
+    return TestClient(app, base_url=BASE)
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with app_client(tmp_path / "data") as c:
+        yield c
+
+
+def error(resp: Any) -> tuple[int, str]:
+    return resp.status_code, resp.json()["code"]
+
+
+def refused(client: TestClient, headers: dict[str, str], status: int, code: str) -> None:
+    """The upgrade is answered before the socket is accepted: no ws.hello, no subscription."""
+    with (
+        pytest.raises(WebSocketDenialResponse) as denied,
+        client.websocket_connect(f"{WS}?conv_id=c1", headers=headers),
+    ):
+        pass
+    assert (denied.value.status_code, denied.value.json()["code"]) == (status, code)
+
+
+def prompt_rows(data: Path) -> int:
+    with sqlite3.connect(data / "timeline.db") as conn:
+        return int(conn.execute("SELECT count(*) FROM webchat_prompts").fetchone()[0])
+
+
+# -- Host -----------------------------------------------------------------------------------------------
+
+
+def test_a_rebound_host_name_reaches_nothing(client: TestClient, tmp_path: Path) -> None:
+    forged = {"Host": "attacker.example:8080"}
+    assert error(client.get("/api/debug/conversations", headers=forged)) == (400, "invalid_host")
+    assert error(client.post("/chat", json={"prompt": "hi"}, headers=forged)) == (400, "invalid_host")
+    assert error(client.post("/api/chat/profiles", json={"slug": "x"}, headers=forged)) == (
+        400,
+        "invalid_host",
+    )
+    assert error(client.get("/", headers=forged)) == (400, "invalid_host")
+    refused(client, forged, 400, "invalid_host")
+    assert prompt_rows(tmp_path / "data") == 0
+    # The loopback names, with or without a port, are the server's own.
+    for host in ("127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "127.0.0.1"):
+        assert client.get("/healthz", headers={"Host": host}).status_code == 200, host
+
+
+def test_allowed_hosts_are_added_to_the_defaults_and_a_wildcard_bind_is_not_a_host(tmp_path: Path) -> None:
+    with app_client(tmp_path / "a", allowed_hosts=["chat.example.org"]) as c:
+        assert c.get("/healthz", headers={"Host": "chat.example.org:443"}).status_code == 200
+        assert c.get("/healthz", headers={"Host": "Chat.Example.org."}).status_code == 200
+        assert error(c.get("/healthz", headers={"Host": "other.example.org"})) == (400, "invalid_host")
+    app = create_app(Settings(data_dir=tmp_path / "b", host="0.0.0.0", port=8080))
+    with TestClient(app, base_url=BASE) as c:
+        assert error(c.get("/healthz", headers={"Host": "0.0.0.0:8080"})) == (400, "invalid_host")
+        assert c.get("/healthz").status_code == 200
+
+
+def test_host_names_and_origins_are_normalised() -> None:
+    assert host_name("Example.COM:8080") == "example.com"
+    assert host_name("[::1]:80") == "::1"
+    assert host_name("::1") == "::1"
+    assert host_name("") == ""
+    assert normal_origin("HTTPS://Chat.Example:8443/") == "https://chat.example:8443"
+    assert normal_origin("null") == ""
+    assert normal_origin("http://[::1") == ""
+
+
+# -- Origin -----------------------------------------------------------------------------------------------
+
+
+def test_a_foreign_origin_cannot_open_a_socket_or_change_state(client: TestClient, tmp_path: Path) -> None:
+    evil = {"Origin": "https://attacker.example"}
+    refused(client, evil, 403, "invalid_origin")
+    assert error(client.post("/chat", json={"prompt": "hi"}, headers=evil)) == (403, "invalid_origin")
+    assert error(client.post("/chat", json={"prompt": "hi"}, headers={"Origin": "null"})) == (
+        403,
+        "invalid_origin",
+    )
+    assert prompt_rows(tmp_path / "data") == 0
+    # Reads carry no Origin check (a cross-site page cannot read the answer anyway).
+    assert client.get("/api/chat/profiles", headers=evil).status_code == 200
+    # The server's own pages: the Origin names the Host the request is addressed to.
+    own = {"Origin": BASE}
+    with client.websocket_connect(f"{WS}?conv_id=c1", headers=own) as ws:
+        assert ws.receive_json()["event"]["type"] == "ws.hello"
+    assert client.post("/chat", json={"prompt": "hi"}, headers=own).status_code == 200
+
+
+def test_allowed_origins_may_open_sockets_and_post(tmp_path: Path) -> None:
+    with app_client(tmp_path / "data", allowed_origins=["https://app.example.org"]) as c:
+        ok = {"Origin": "https://APP.example.org"}
+        assert c.post("/chat", json={"prompt": "hi"}, headers=ok).status_code == 200
+        with c.websocket_connect(f"{WS}?conv_id=c2", headers=ok) as ws:
+            assert ws.receive_json()["event"]["type"] == "ws.hello"
+        assert error(
+            c.post("/chat", json={"prompt": "hi"}, headers={"Origin": "http://app.example.org"})
+        ) == (
+            403,
+            "invalid_origin",
+        )
+
+
+# -- JSON only ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_that_is_not_declared_json_starts_nothing(
+    client: TestClient, tmp_path: Path, content_type: str | None
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    body = b'{"prompt": "hi from a cross-site form"}'
+    resp = client.post("/chat", content=body, headers=headers)
+    assert error(resp) == (415, "unsupported_media_type")
+    assert prompt_rows(tmp_path / "data") == 0
+    resp = client.post("/api/chat/profiles", content=b'{"slug": "x"}', headers=headers)
+    assert error(resp) == (415, "unsupported_media_type")
+    ok = client.post("/chat", content=body, headers={"Content-Type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200, ok.text
+    assert prompt_rows(tmp_path / "data") == 1
+
+
+# -- bounded queue ----------------------------------------------------------------------------------------
+
+
+def test_a_conversation_queues_at_most_max_queue_prompts(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with app_client(data, max_queue=2, shutdown_grace_s=0) as c:
+        slow = {
+            "slug": "slow",
+            "display_name": "Slow",
+            "description": "one token every 5 s",
+            "runtime": {"engine": "offline", "system_prompt": "", "options": {"token_delay_ms": 5000}},
+        }
+        assert c.post("/api/chat/profiles", json=slow).status_code == 201
+        first = c.post("/chat/slow", json={"prompt": "take your time"}).json()
+        conv = first["conv_id"]
+        assert first["status"] == "started"
+        queued = [c.post("/chat/slow", json={"prompt": f"then {n}", "conv_id": conv}) for n in (1, 2)]
+        assert [(r.status_code, r.json()["queue_position"]) for r in queued] == [(202, 1), (202, 2)]
+        full = c.post("/chat/slow", json={"prompt": "one too many", "conv_id": conv, "idempotency_key": "k3"})
+        assert error(full) == (429, "queue_full")
+        # A retry of a prompt that was queued still gets its stored answer, not 429.
+        key = queued[0].json()["idempotency_key"]
+        again = c.post("/chat/slow", json={"prompt": "then 1", "conv_id": conv, "idempotency_key": key})
+        assert again.status_code == 202 and again.json()["turn_id"] == queued[0].json()["turn_id"]
+        # Another conversation is not affected.
+        assert c.post("/chat/slow", json={"prompt": "elsewhere"}).status_code == 200
+    assert prompt_rows(data) == 4  # the refused prompt left no row
+
+
+# -- an empty host is every interface ---------------------------------------------------------------------
+
+
+def test_an_empty_host_is_every_interface_not_loopback() -> None:
+    assert not is_loopback("")
+    assert not is_loopback("0.0.0.0") and not is_loopback("::")
+    assert (
+        is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("[::1]") and is_loopback("localhost")
+    )
+    # So the debug API is off by default there, and cannot be switched on without a token.
+    assert Settings(host="").debug_enabled is False
+    with pytest.raises(ValueError, match="debug-token"):
+        Settings(host="", debug_api=True).validate_security()
