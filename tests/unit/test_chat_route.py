@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,11 +16,20 @@ from webchat.server.settings import Settings
 MAX_PROMPT = 40
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(Settings(data_dir=tmp_path / "data", host="127.0.0.1", max_prompt_chars=MAX_PROMPT))
+@pytest.fixture(scope="module")
+def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    # One app for the module (its start-up is most of a test's time); every test uses its own
+    # conversations and idempotency keys, and starts with no cookie.
+    data = tmp_path_factory.mktemp("chat-route") / "data"
+    app = create_app(Settings(data_dir=data, host="127.0.0.1", max_prompt_chars=MAX_PROMPT))
     with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture
+def client(app_client: TestClient) -> TestClient:
+    app_client.cookies.clear()
+    return app_client
 
 
 def error(resp: Any, status: int, code: str, message: str) -> None:
@@ -129,15 +137,17 @@ def test_with_nothing_selected_the_conversation_keeps_its_pointer(client: TestCl
 
 
 def test_the_body_key_beats_the_header_and_a_missing_key_is_generated(client: TestClient) -> None:
-    headers = {"Idempotency-Key": "header-key"}
+    headers = {"Idempotency-Key": "header-key-route"}
     doc = started(
         client.post(
-            "/chat", json={"prompt": "a", "profile": "fast", "idempotency_key": "body-key"}, headers=headers
+            "/chat",
+            json={"prompt": "a", "profile": "fast", "idempotency_key": "body-key-r"},
+            headers=headers,
         )
     )
-    assert doc["idempotency_key"] == "body-key"
+    assert doc["idempotency_key"] == "body-key-r"
     doc = started(client.post("/chat", json={"prompt": "b", "profile": "fast"}, headers=headers))
-    assert doc["idempotency_key"] == "header-key"
+    assert doc["idempotency_key"] == "header-key-route"
     doc = started(
         client.post(
             "/chat",
