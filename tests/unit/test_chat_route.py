@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from fastapi.testclient import TestClient
 
 from webchat.server.app import create_app
 from webchat.server.settings import Settings
+from webchat.stores.sqlite.timeline_store import SQLiteTimelineStore
+from webchat.stores.timeline import ConversationRecord
 
 MAX_PROMPT = 40
 
@@ -178,3 +181,29 @@ def test_a_blank_or_overlong_idempotency_key_is_refused(
         "invalid_idempotency_key",
         "idempotency key must be 1-200 characters",
     )
+
+
+def test_a_pointer_that_no_longer_resolves_falls_back_to_the_default(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    timeline = SQLiteTimelineStore(data / "timeline.db")
+    # Pointers a store can hold from older versions or removed profiles.
+    for conv_id, pointer in (("c-gone", "nosuch"), ("c-bad-slug", "Bad Slug!")):
+        timeline.upsert_conversation(ConversationRecord(conv_id=conv_id, session_id="s", runtime_key=pointer))
+    timeline.close()
+    app = create_app(Settings(data_dir=data, host="127.0.0.1"))
+    with TestClient(app) as c:
+        for conv_id in ("c-gone", "c-bad-slug"):
+            doc = started(c.post("/chat", json={"prompt": "hi", "conv_id": conv_id}))
+            assert (doc["conv_id"], doc["runtime_key"]) == (conv_id, "default")
+
+
+def test_request_overrides_are_checked_on_the_pointer_and_on_a_selection(client: TestClient) -> None:
+    conv = f"c-{uuid.uuid4().hex[:8]}"
+    started(client.post("/chat/fast", json={"prompt": "hi", "conv_id": conv}))
+    overrides = {"request_overrides": {"temperature": 1}}
+    message = client.post("/chat", json={"prompt": "x", "profile": "fast", **overrides}).json()["error"]
+    assert "temperature" in message
+    for body in ({"conv_id": conv}, {"conv_id": conv, "profile": "fast"}, {"profile": "planner"}):
+        resp = client.post("/chat", json={"prompt": "again", **body, **overrides})
+        assert resp.status_code == 400 and resp.json()["code"] == "unsupported_override_key", resp.text
