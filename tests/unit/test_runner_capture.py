@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -68,10 +69,17 @@ class Ran:
 
 
 def record_saves(store: Any) -> list[tuple[str, Turn]]:
+    """Record each save; every one must name the turn's runtime and inference explicitly (not leave the
+    store to read them back from the metadata) and run on the store's own writer thread."""
     saved: list[tuple[str, Turn]] = []
     save = store.save_snapshot
 
     def recording(conv_id: str, session_id: str, turn: Turn, phase: str, *args: Any, **kw: Any) -> None:
+        assert threading.current_thread().name.startswith("webchat-turns-writer")
+        assert kw == {
+            "runtime_key": turn.metadata[keys.RUNTIME]["runtime_key"],
+            "inference_id": turn.metadata[keys.INFERENCE_ID],
+        }
         saved.append((phase, turn.copy()))
         save(conv_id, session_id, turn, phase, *args, **kw)
 
