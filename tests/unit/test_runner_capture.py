@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.anthropic_fake import FakeAnthropic, served_model
+from tests.fakes.anthropic_fake import CACHE_READ_TOKENS, FakeAnthropic, served_model
 from tests.fakes.engine_helpers import make_turn, provider_runtime, run_engine
 from tests.fakes.harness import ThreadedServer
 from webchat.conversations import runner
@@ -560,6 +560,7 @@ def test_a_failure_that_cannot_be_stored_is_logged_and_still_heard(
     records = [r for r in caplog.records if r.name == "webchat.conversations"]
     assert len(records) == 1 and records[0].levelno == logging.ERROR
     assert records[0].getMessage().startswith("turn t1: could not record its failure: ")
+    assert records[0].getMessage().endswith("disk says no")
 
 
 @pytest.mark.parametrize(
@@ -705,3 +706,20 @@ def test_a_failing_tool_is_recorded_with_its_error() -> None:
     ok, frames = tool_frames(ToolCall(id="c3", name="calculator", arguments={"expression": "2+3"}), runtime)
     assert ok.payload == {"id": "c3", "result": "5"}
     assert frames[1][2] == {"id": "t9:tool:c3", "result": "5"}
+
+
+def test_a_provider_tool_loop_sums_every_usage_field(
+    anthropic_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    runtime = provider_runtime("anthropic", anthropic_url, model="claude-fake", key_env=KEY_ENV)
+    ran = run(tmp_path, pending(runtime, "[[tool]] 6 * 7"))
+    assert ran.outcome.ok, ran.outcome.error
+    one = ran.saved[1][1].metadata[keys.INFERENCE]["usage"]
+    total = ran.outcome.turn.metadata[keys.INFERENCE]["usage"]
+    # The fake reports cached tokens on every call: the second call's are added to the first's.
+    assert one["cached_tokens"] == CACHE_READ_TOKENS
+    assert total["cached_tokens"] == 2 * CACHE_READ_TOKENS
+    assert (
+        total["input_tokens"] > one["input_tokens"] > 0 and total["output_tokens"] > one["output_tokens"] > 0
+    )
