@@ -199,7 +199,6 @@ async def run_turn(
         for iteration in range(max(1, max_tool_iterations) + 1):
             segment_id = message_id if iteration == 0 else f"{message_id}:{iteration}"
             if iteration:
-                cumulative = ""
                 await publish(
                     "llm.start", segment_id, {"id": segment_id, "turn_id": pending.turn_id}, dict(meta)
                 )
@@ -218,6 +217,9 @@ async def run_turn(
 
             calls += 1
             reply = await engine.complete(turn.copy(), runtime, on_delta)
+            # The reply is recorded whole below: its text is no longer partial if a later step fails
+            # (the tool loop's limit, a tool, a cancellation), and the next segment streams afresh.
+            cumulative = ""
             if reply.text:
                 add(Block(kind="llm_text", role="assistant", payload={"text": reply.text}))
             for call in reply.tool_calls:

@@ -127,13 +127,16 @@ async def _chat(
         registry=body.registry or request.query_params.get("registry"),
     )
     runtime = None
-    if selection.source == "default" and conv_id is not None:
-        # Nothing selected: the conversation keeps the runtime its pointer names (if it still exists).
-        pointer = await svc.conversations.pointer(conv_id)
-        if pointer:
-            with contextlib.suppress(UnknownProfile, UnknownRegistry, InvalidSlug):
-                runtime = resolve_runtime(svc.registries, profile=pointer, overrides=body.request_overrides)
     try:
+        if selection.source == "default" and conv_id is not None:
+            # Nothing selected: the conversation keeps the runtime its pointer names (if it still exists).
+            # Request overrides the pointer's profile refuses are the request's error, as for a selection.
+            pointer = await svc.conversations.pointer(conv_id)
+            if pointer:
+                with contextlib.suppress(UnknownProfile, UnknownRegistry, InvalidSlug):
+                    runtime = resolve_runtime(
+                        svc.registries, profile=pointer, overrides=body.request_overrides
+                    )
         if runtime is None:
             runtime = resolve_selection(svc.registries, selection, body.request_overrides)
     except RuntimeResolutionError as exc:
