@@ -25,7 +25,7 @@ def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]
     # conversations and idempotency keys, and starts with no cookie.
     data = tmp_path_factory.mktemp("chat-route") / "data"
     app = create_app(Settings(data_dir=data, host="127.0.0.1", max_prompt_chars=MAX_PROMPT))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -192,7 +192,7 @@ def test_a_pointer_that_no_longer_resolves_falls_back_to_the_default(tmp_path: P
         timeline.upsert_conversation(ConversationRecord(conv_id=conv_id, session_id="s", runtime_key=pointer))
     timeline.close()
     app = create_app(Settings(data_dir=data, host="127.0.0.1"))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         for conv_id in ("c-gone", "c-bad-slug"):
             doc = started(c.post("/chat", json={"prompt": "hi", "conv_id": conv_id}))
             assert (doc["conv_id"], doc["runtime_key"]) == (conv_id, "default")
