@@ -63,3 +63,26 @@ def test_a_store_without_a_lane_runs_on_the_default_pool() -> None:
 
     total, name = asyncio.run(main())
     assert total == 5 and name != threading.main_thread().name
+
+
+def test_closing_a_store_waits_for_the_writes_queued_on_its_lane(tmp_path: Path) -> None:
+    """A write still running on the lane while another thread closed the store's connections crashed
+    the interpreter (SQLite segfault) in the suite; close now lets queued writes finish first."""
+    import time
+
+    timeline = SQLiteTimelineStore(tmp_path / "timeline.db")
+    started = threading.Event()
+
+    def slow_write_that_reads() -> object:
+        started.set()
+        time.sleep(0.2)
+        timeline.upsert_conversation(ConversationRecord(conv_id="c1", session_id="s", runtime_key="fast"))
+        return timeline.get_conversation("c1")
+
+    executor = timeline.write_executor
+    assert executor is not None
+    pending = executor.submit(slow_write_that_reads)
+    assert started.wait(10)
+    timeline.close()
+    assert pending.done() and pending.exception() is None
+    assert getattr(pending.result(), "conv_id", None) == "c1"

@@ -115,8 +115,11 @@ class Writer:
         with self._executor_lock:
             executor, self._executor = self._executor, None
         if executor is not None:
-            # Queued writes still run (and find the store closed if they come after this).
-            executor.shutdown(wait=False)
+            # Queued writes finish before the connections close: a write still running on the lane
+            # while another thread closes the store's connections crashes the interpreter in SQLite.
+            # (A write that closes its own store cannot wait for itself.)
+            on_lane = threading.current_thread().name.startswith(self.name)
+            executor.shutdown(wait=not on_lane)
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
