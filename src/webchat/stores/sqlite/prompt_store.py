@@ -114,6 +114,13 @@ def _record(row: sqlite3.Row | tuple[Any, ...]) -> PromptRecord:
     )
 
 
+def _refuse_if_another_runs(conn: sqlite3.Connection, conv_id: str, turn_id: str) -> None:
+    """One running prompt per conversation."""
+    other = conn.execute(OTHER_RUNNING_SQL, (conv_id, turn_id)).fetchone()
+    if other is not None:
+        raise PromptStateError(f"conversation {conv_id} already runs prompt {other[0]}; one at a time")
+
+
 def _transition_in(
     conn: sqlite3.Connection,
     conv_id: str,
@@ -131,9 +138,7 @@ def _transition_in(
     if current.status not in _NEXT[status]:
         raise PromptStateError(f"prompt {turn_id} is {current.status}; it cannot become {status}")
     if status == RUNNING:
-        other = conn.execute(OTHER_RUNNING_SQL, (conv_id, turn_id)).fetchone()
-        if other is not None:
-            raise PromptStateError(f"conversation {conv_id} already runs prompt {other[0]}; one at a time")
+        _refuse_if_another_runs(conn, conv_id, turn_id)
     conn.execute(sql, (status, *changes.values(), conv_id, current.position))
     return replace(current, status=status, **changes)
 
@@ -223,11 +228,7 @@ class SQLitePromptStore:
                         raise ValueError(f"not a final status: {done.status!r}")
                     changes = _finish_changes(done.error_code, done.at_ms)
                     _transition_in(conn, prompt.conv_id, done.turn_id, done.status, FINISH_SQL, changes)
-                other = conn.execute(OTHER_RUNNING_SQL, (prompt.conv_id, prompt.turn_id)).fetchone()
-                if other is not None:
-                    raise PromptStateError(
-                        f"conversation {prompt.conv_id} already runs prompt {other[0]}; one at a time"
-                    )
+                _refuse_if_another_runs(conn, prompt.conv_id, prompt.turn_id)
             position, accept_seq = conn.execute(NEXT_POSITION_SQL, (prompt.conv_id,)).fetchone()
             conn.execute(
                 INSERT_PROMPT_SQL,
