@@ -1,0 +1,1 @@
+"""Users, API tokens and browser sessions (security.md: "Users, passwords, tokens")."""
