@@ -338,8 +338,9 @@ class SQLiteAuthStore:
     def add_user(self, username: str, password: str, *, admin: bool = False) -> User:
         check_username(username)
         check_password_rules(password)
-        if self.get_user(username) is not None:
-            raise AuthError("user_exists", f"a user named {username!r} already exists")
+        existing = self.get_user(username)
+        if existing is not None:
+            raise AuthError("user_exists", f"a user named {existing.username!r} already exists")
         hashed = hash_password(password, hasher=self._hasher)
         user = User(
             user_id="u_" + secrets.token_hex(8),

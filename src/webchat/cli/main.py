@@ -43,13 +43,14 @@ def _root(
 def _register() -> None:
     # Each command module adds its commands; importing here keeps start-up of one command cheap enough
     # and the modules independent of each other.
-    from webchat.cli import db, help, profiles, serve, timeline, turns
+    from webchat.cli import db, help, profiles, serve, timeline, turns, users
 
     serve.register(app)
     db.register(app)
     turns.register(app)
     timeline.register(app)
     profiles.register(app)
+    users.register(app)
     help.register(app)
 
 
