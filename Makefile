@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/migrate.py
 	$(BIN)/python bench/timings.py
+	$(BIN)/python bench/auth.py
 
 # Mutation testing of the runtime-truth core (see [tool.mutmut] in pyproject.toml); not part of `make test`.
 # Fails while a mutant survives that tests/mutation/EQUIVALENT.md does not list. Verdicts are cached in
