@@ -20,7 +20,7 @@ PARALLELISM: Final = RFC_9106_LOW_MEMORY.parallelism
 
 
 def make_hasher(
-    *, time_cost: int = TIME_COST, memory_cost: int = MEMORY_COST_KIB, parallelism: int = PARALLELISM
+    time_cost: int = TIME_COST, memory_cost: int = MEMORY_COST_KIB, parallelism: int = PARALLELISM
 ) -> PasswordHasher:
     """An argon2id hasher; without arguments, the RFC 9106 low-memory profile every deployment uses."""
     return PasswordHasher(

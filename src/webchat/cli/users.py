@@ -223,7 +223,7 @@ def create_cmd(
     ] = "",
     expires_days: Annotated[
         int | None,
-        typer.Option("--expires-days", help="Expire after this many days (1-3650) [default: never]."),
+        typer.Option("--expires-days", help="Expire after this many days (1-3650); without it, never."),
     ] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
