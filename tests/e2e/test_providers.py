@@ -84,6 +84,11 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             tmp_path / "data",
             "--profiles",
             str(profiles),
+            # The operator allows the profiles' key variables (security.md, provider keys).
+            "--provider-key-env",
+            "E2E_OPENAI_KEY",
+            "--provider-key-env",
+            "E2E_ANTHROPIC_KEY",
             env={"E2E_OPENAI_KEY": OPENAI_KEY, "E2E_ANTHROPIC_KEY": ANTHROPIC_KEY},
         )
         try:
@@ -133,19 +138,22 @@ def texts(item: dict[str, Any], kind: str) -> list[str]:
 def test_switch_offline_openai_anthropic_offline_with_failures_and_no_secrets(stack: Stack) -> None:
     server = stack.server
     conv = str(uuid.uuid4())
-    ws = FrameCollector(server.ws_url, conv)
+    # offline → openai (with a tool call) → anthropic → offline; the first prompt creates the
+    # conversation, and the socket (opened right after it) replays its frames.
+    first = chat(server, conv, "local", "My name is Ada and I like tea")
+    ws = FrameCollector(server.ws_url, conv, since_seq=0)
     try:
         ws.wait_for(lambda evs: any(e["type"] == "ws.hello" for e in evs))
 
-        # offline → openai (with a tool call) → anthropic → offline
         plan = [
             ("local", "My name is Ada and I like tea"),
             ("gpt", "[[tool]] 6 * 7"),
             ("claude", "What did I tell you?"),
             ("local", "what did I say earlier?"),
         ]
-        started = []
-        for n, (profile, prompt) in enumerate(plan, start=1):
+        started = [first]
+        wait_turns_final(server.base_url, conv, 1)
+        for n, (profile, prompt) in enumerate(plan[1:], start=2):
             started.append(chat(server, conv, profile, prompt))
             wait_turns_final(server.base_url, conv, n)
 

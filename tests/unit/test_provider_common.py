@@ -19,7 +19,9 @@ from tests.fakes.engine_helpers import (
 from webchat.runtimes import anthropic_engine, openai_engine
 from webchat.runtimes.engine import EngineError, build_engine
 from webchat.runtimes.profiles import (
+    DEFAULT_PROVIDER_KEY_ENVS,
     ProfileError,
+    allow_key_envs,
     api_key_env_for,
     builtin_registry,
     check_options,
@@ -142,8 +144,15 @@ def test_api_key_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     assert api_key_env_for("openai", "http://localhost:8000/v1", "VLLM_KEY") == "VLLM_KEY"
     assert api_key_env_for("offline", None, "X") is None
 
-    monkeypatch.delenv("MY_KEY", raising=False)
+    monkeypatch.setenv("MY_KEY", "sk-mine")
     rt = provider_runtime("openai", None, key_env="MY_KEY")
+    # Off the operator's allow-list, the variable is never read, whatever it holds.
+    with pytest.raises(EngineError) as info:
+        read_api_key(rt)
+    assert info.value.code == "api_key_env_not_allowed" and "MY_KEY" in info.value.message
+    assert "sk-mine" not in info.value.message
+    allow_key_envs([*DEFAULT_PROVIDER_KEY_ENVS, "MY_KEY"])
+    monkeypatch.delenv("MY_KEY")
     with pytest.raises(EngineError) as info:
         read_api_key(rt)
     assert info.value.code == "missing_api_key" and "MY_KEY" in info.value.message
@@ -160,7 +169,17 @@ def test_unusable_reasons() -> None:
     assert runtime_unusable_reason("openai", model="", environ=env) == "runtime.model is not set"
     assert runtime_unusable_reason("openai", model="m", base_url="http://h/v1", environ={}) == ""
     named = runtime_unusable_reason("openai", model="m", base_url="http://h/v1", api_key_env="K", environ={})
+    assert named == (
+        "runtime.api_key_env K is not on this server's allow-list of key variables "
+        "(the operator adds it with --provider-key-env)"
+    )
+    allow_key_envs(["OPENAI_API_KEY", "K"])
+    named = runtime_unusable_reason("openai", model="m", base_url="http://h/v1", api_key_env="K", environ={})
     assert named == "environment variable K is not set"
+    # Off the list, even the provider's usual variable is refused.
+    assert "ANTHROPIC_API_KEY is not on this server's allow-list" in runtime_unusable_reason(
+        "anthropic", model="m", environ={"ANTHROPIC_API_KEY": "k"}
+    )
 
 
 def test_provider_options_are_validated() -> None:
@@ -200,6 +219,7 @@ def test_profile_usable_and_builtin_provider_profiles(monkeypatch: pytest.Monkey
         "  local:\n    runtime: {engine: openai, model: llama3.2, base_url: 'http://127.0.0.1:11434/v1'}\n"
         "  cloud:\n    runtime: {engine: anthropic, model: claude-x, api_key_env: T_KEY_UNSET}\n"
     )
+    allow_key_envs([*DEFAULT_PROVIDER_KEY_ENVS, "T_KEY_UNSET"])
     parsed = parse_registry_text(text, source="t.yaml")
     assert parsed.profiles["local"].usable and parsed.profiles["local"].unusable_reason == ""
     assert not parsed.profiles["cloud"].usable
@@ -275,6 +295,12 @@ def test_profiles_cli_shows_usable_and_reason(tmp_path: Path, monkeypatch: pytes
         encoding="utf-8",
     )
     monkeypatch.delenv("P_TEST_KEY", raising=False)
+    rows = json.loads(
+        CliRunner().invoke(app, ["profiles", "list", "--profiles", str(path), "-o", "json"]).stdout
+    )
+    refused = {r["slug"]: r for r in rows if r["registry"] == "p"}["cloud"]
+    assert refused["usable"] is False and "not on this server's allow-list" in refused["reason"]
+    monkeypatch.setenv("WEBCHAT_PROVIDER_KEY_ENVS", "P_TEST_KEY, OPENAI_API_KEY")
     rows = json.loads(
         CliRunner().invoke(app, ["profiles", "list", "--profiles", str(path), "-o", "json"]).stdout
     )

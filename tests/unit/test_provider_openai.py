@@ -22,6 +22,7 @@ from tests.fakes.openai_fake import CACHED_TOKENS, FakeOpenAI, served_model
 from webchat.conversations.runner import PendingTurn, run_turn
 from webchat.runtimes.engine import build_engine
 from webchat.runtimes.openai_engine import OpenAIEngine
+from webchat.runtimes.profiles import DEFAULT_PROVIDER_KEY_ENVS, allow_key_envs
 from webchat.runtimes.resolve import ResolvedRuntime
 from webchat.stores.protocol import Snapshot
 from webchat.stores.turns import open_turn_store
@@ -29,6 +30,12 @@ from webchat.turns import keys
 
 KEY = "sk-fake-openai-key-0123456789abcdef"
 KEY_ENV = "WEBCHAT_TEST_OPENAI_KEY"
+
+
+@pytest.fixture(autouse=True)
+def _allow_test_key_env() -> None:
+    # The operator's allow-list (--provider-key-env) must name the variable these tests read the key from.
+    allow_key_envs([*DEFAULT_PROVIDER_KEY_ENVS, KEY_ENV])
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from webchat.conversations.runner import PendingTurn, _Clock, _inference_metadat
 from webchat.runtimes.anthropic_engine import AnthropicEngine
 from webchat.runtimes.engine import EngineError, ModelReply, ToolCall, Usage, build_engine
 from webchat.runtimes.offline import OfflineEngine
+from webchat.runtimes.profiles import DEFAULT_PROVIDER_KEY_ENVS, allow_key_envs
 from webchat.runtimes.resolve import ResolvedRuntime
 from webchat.stores.protocol import Snapshot
 from webchat.stores.turns import open_turn_store
@@ -618,6 +619,12 @@ def test_a_cancelled_tool_loop_keeps_the_finished_calls_usage(
 
 KEY = "sk-ant-fake-key-runner-0123456789"
 KEY_ENV = "WEBCHAT_TEST_RUNNER_ANTHROPIC_KEY"
+
+
+@pytest.fixture(autouse=True)
+def _allow_test_key_env() -> None:
+    # The operator's allow-list (--provider-key-env) must name the variable these tests read the key from.
+    allow_key_envs([*DEFAULT_PROVIDER_KEY_ENVS, KEY_ENV])
 
 
 @pytest.fixture(scope="module")

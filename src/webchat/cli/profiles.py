@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,9 +11,11 @@ import typer
 
 from webchat.cli.output import OutputFormat, emit_document, emit_records, error
 from webchat.runtimes.profiles import (
+    DEFAULT_PROVIDER_KEY_ENVS,
     ProfileError,
     ProfileRegistry,
     Registries,
+    allow_key_envs,
     api_key_env_for,
     iter_profiles,
     load_registries,
@@ -50,12 +53,28 @@ ProfilesFilesOpt = Annotated[
         metavar="FILE",
     ),
 ]
+KeyEnvsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--provider-key-env",
+        help="A variable profiles may read their key from, as 'serve --provider-key-env' (repeatable) "
+        "[default: WEBCHAT_PROVIDER_KEY_ENVS, else OPENAI_API_KEY and ANTHROPIC_API_KEY].",
+        metavar="NAME",
+    ),
+]
 RegistryOpt = Annotated[
     str | None, typer.Option("--registry", help="Registry slug [default: the default one]")
 ]
 
 
-def _load(files: list[Path] | None) -> Registries:
+def _load(files: list[Path] | None, key_envs: list[str] | None = None) -> Registries:
+    # The same allow-list the server would use, so "usable" here means usable there.
+    if key_envs is None:
+        env = os.environ.get("WEBCHAT_PROVIDER_KEY_ENVS")
+        key_envs = (
+            [n.strip() for n in env.split(",") if n.strip()] if env else list(DEFAULT_PROVIDER_KEY_ENVS)
+        )
+    allow_key_envs(key_envs)
     try:
         return load_registries(files or [])
     except ProfileError as exc:
@@ -66,6 +85,7 @@ def _load(files: list[Path] | None) -> Registries:
 def list_profiles(
     profiles: ProfilesFilesOpt = None,
     registry: RegistryOpt = None,
+    provider_key_env: KeyEnvsOpt = None,
     output: Annotated[
         OutputFormat, typer.Option("--output", "-o", help="Output format")
     ] = OutputFormat.table,
@@ -75,7 +95,7 @@ def list_profiles(
     ``usable`` says whether a profile can run now and ``reason`` why not (no model, the API key variable
     is not set, the provider SDK is missing). Only the key variable's presence is checked.
     """
-    registries = _load(profiles)
+    registries = _load(profiles, provider_key_env)
     selected: list[ProfileRegistry] = list(registries)
     if registry is not None:
         try:
@@ -115,12 +135,13 @@ def show_profile(
     slug: Annotated[str, typer.Argument(help="Profile slug")],
     registry: RegistryOpt = None,
     profiles: ProfilesFilesOpt = None,
+    provider_key_env: KeyEnvsOpt = None,
     output: Annotated[
         DocumentFormat, typer.Option("--output", "-o", help="Output format")
     ] = DocumentFormat.json,
 ) -> None:
     """Show one profile and the runtime it resolves to, with its fingerprint (no secret values)."""
-    registries = _load(profiles)
+    registries = _load(profiles, provider_key_env)
     try:
         reg, prof = lookup_profile(registries, profile=slug, registry=registry)
     except RuntimeResolutionError as exc:

@@ -67,7 +67,32 @@ PROVIDER_OPTIONS: Final[dict[str, tuple[str, ...]]] = {
 }
 MAX_TEMPERATURE: Final = 2.0
 
-_ENV_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The variables a profile may name as its key by default (security.md: --provider-key-env).
+DEFAULT_PROVIDER_KEY_ENVS: Final = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+# The operator's allow-list for this process. It is process-wide on purpose, like the environment it
+# guards: every path that reads a key (profile loading, profile writes, the engines) must see the same list.
+_allowed_key_envs: frozenset[str] = frozenset(DEFAULT_PROVIDER_KEY_ENVS)
+
+
+def allow_key_envs(names: Iterable[str]) -> None:
+    """Set the environment variables profiles may read their key from (``web-chat serve`` does, at start)."""
+    global _allowed_key_envs
+    _allowed_key_envs = frozenset(names)
+
+
+def key_env_allowed(name: str) -> bool:
+    return name in _allowed_key_envs
+
+
+def key_env_refusal(name: str) -> str:
+    """Why a runtime naming ``name`` is refused (the name is safe to show: it is on no allow-list)."""
+    return (
+        f"runtime.api_key_env {name} is not on this server's allow-list of key variables "
+        "(the operator adds it with --provider-key-env)"
+    )
+
+
 _SECRET_KEY_RE: Final = re.compile(
     r"(api[_-]?key|secret|passw(or)?d|bearer|authorization|credential|(^|[_-])token$|^auth$)", re.IGNORECASE
 )
@@ -123,6 +148,8 @@ def runtime_unusable_reason(
         return "runtime.model is not set"
     env = os.environ if environ is None else environ
     key_env = api_key_env_for(engine, base_url, api_key_env)
+    if key_env is not None and not key_env_allowed(key_env):
+        return key_env_refusal(key_env)
     if key_env is not None and not env.get(key_env, "").strip():
         return f"environment variable {key_env} is not set"
     return ""
@@ -279,7 +306,7 @@ class RuntimeSettings(BaseModel):
     def _api_key_env(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        if not _ENV_NAME_RE.match(value.strip()):
+        if not ENV_NAME.fullmatch(value.strip()):
             # The value is not echoed: someone may have pasted the key itself here.
             raise ValueError("api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY)")
         return value.strip()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from webchat.runtimes.engine import EngineError, ModelReply, ToolCall, Usage, error_class_name
-from webchat.runtimes.profiles import api_key_env_for
+from webchat.runtimes.profiles import api_key_env_for, key_env_allowed, key_env_refusal
 from webchat.runtimes.resolve import ResolvedRuntime
 from webchat.turns.model import Block
 
@@ -197,6 +197,9 @@ def read_api_key(runtime: ResolvedRuntime) -> str:
     env_name = api_key_env_for(runtime.engine, runtime.base_url, runtime.api_key_env)
     if env_name is None:
         return PLACEHOLDER_API_KEY
+    if not key_env_allowed(env_name):
+        # The last check before a key leaves the process: whatever path produced this runtime.
+        raise EngineError(key_env_refusal(env_name), code="api_key_env_not_allowed")
     value = os.environ.get(env_name, "").strip()
     if not value:
         raise EngineError(

@@ -48,7 +48,10 @@ from webchat.runtimes.profiles import (
     ProfileError,
     ProfileRegistry,
     Registries,
+    api_key_env_for,
     check_storable,
+    key_env_allowed,
+    key_env_refusal,
     parse_registry,
 )
 from webchat.runtimes.resolve import UnknownProfile
@@ -97,6 +100,11 @@ class ProfileWriteError(Exception):
 class InvalidProfile(ProfileWriteError):
     status = 400
     code = "invalid_profile"
+
+
+class KeyEnvNotAllowed(ProfileWriteError):
+    status = 400
+    code = "api_key_env_not_allowed"
 
 
 class ProfileExists(ProfileWriteError):
@@ -249,7 +257,7 @@ class SQLiteProfileStore:
     def create(self, registry_slug: str, slug: str, document: Mapping[str, Any]) -> Profile:
         """Store a new profile at version 1 (or one above its tombstone); :class:`ProfileExists` if live."""
         _check_storable(document)
-        self.validate(registry_slug, slug, document)  # fail before touching the database
+        _check_key_env(self.validate(registry_slug, slug, document))  # fail before touching the database
 
         def txn(conn: sqlite3.Connection) -> Profile:
             self._require_registry(conn, registry_slug)
@@ -292,7 +300,7 @@ class SQLiteProfileStore:
                     f"profile {slug!r} is at version {current.version}, not {expected_version}"
                 )
             merged = merge_patch(current.document, dict(changes))
-            profile = self.validate(registry_slug, slug, merged, current.version + 1)
+            profile = _check_key_env(self.validate(registry_slug, slug, merged, current.version + 1))
             conn.execute(
                 "UPDATE profiles SET document_json = ?, version = ?, updated_at_ms = ?"
                 " WHERE registry_slug = ? AND slug = ?",
@@ -338,6 +346,16 @@ class SQLiteProfileStore:
         if row is None:
             raise ProfileNotFound(f"unknown profile: {slug!r} in registry {registry_slug!r}")
         return _Row(slug, json.loads(row[0]), int(row[1]))
+
+
+def _check_key_env(profile: Profile) -> Profile:
+    # A write naming a variable off the allow-list is refused outright; a stored one (written before the
+    # list changed) still loads, as a profile that cannot run.
+    rt = profile.runtime
+    name = api_key_env_for(rt.engine, rt.base_url, rt.api_key_env)
+    if name is not None and not key_env_allowed(name):
+        raise KeyEnvNotAllowed(key_env_refusal(name))
+    return profile
 
 
 def _check_storable(document: Mapping[str, Any]) -> None:
