@@ -15,9 +15,12 @@ from websockets.sync.client import connect
 class FrameCollector:
     """Collects every frame of one conversation's socket in a background thread."""
 
-    def __init__(self, ws_url: str, conv_id: str) -> None:
+    def __init__(self, ws_url: str, conv_id: str, since_seq: int | None = None) -> None:
+        """``since_seq=0``: the frames the conversation already sent are replayed first (a socket opens
+        only once the first prompt has created the conversation)."""
         self.frames: list[dict[str, Any]] = []
-        self._ws = connect(f"{ws_url}/ws?conv_id={conv_id}", open_timeout=10)
+        resume = f"&since_seq={since_seq}" if since_seq is not None else ""
+        self._ws = connect(f"{ws_url}/ws?conv_id={conv_id}{resume}", open_timeout=10)
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -140,15 +142,18 @@ def test_debug_api_absent_when_disabled(tmp_path) -> None:  # type: ignore[no-un
         srv.stop()
 
 
-def test_debug_token_required_off_loopback() -> None:
+def test_team_mode_without_an_admin_refuses_to_start_and_creates_nothing(tmp_path: Path) -> None:
     import subprocess
     import sys
 
+    data = tmp_path / "data"
     proc = subprocess.run(
         [sys.executable, "-m", "webchat", "serve", "--host", "0.0.0.0", "--port", "1", "--debug-api"],
         capture_output=True,
         text=True,
         timeout=30,
+        env=dict(os.environ, WEBCHAT_DATA_DIR=str(data)),
     )
     assert proc.returncode == 2
-    assert "debug-token" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "web-chat users add NAME --admin" in proc.stderr
+    assert not data.exists()

@@ -20,12 +20,13 @@ def chat(server: Server, body: dict[str, Any], path: str = "/chat", **kw: Any) -
 
 def test_switch_while_running_queued_prompts_and_history(server: Server) -> None:
     conv = str(uuid.uuid4())
-    ws = FrameCollector(server.ws_url, conv)
+    # A slow runtime first, so the next two prompts arrive while it runs.
+    r1 = chat(server, {"prompt": "My name is Ada and I like tea", "conv_id": conv, "profile": "default"})
+    assert r1.status_code == 200, r1.text
+    # The first prompt created the conversation; the socket replays what it already sent.
+    ws = FrameCollector(server.ws_url, conv, since_seq=0)
     try:
         ws.wait_for(lambda evs: any(e["type"] == "ws.hello" for e in evs))
-        # A slow runtime first, so the next two prompts arrive while it runs.
-        r1 = chat(server, {"prompt": "My name is Ada and I like tea", "conv_id": conv, "profile": "default"})
-        assert r1.status_code == 200, r1.text
         first = r1.json()
         assert first["status"] == "started" and first["runtime_key"] == "default"
         assert first["runtime_fingerprint"].startswith("sha256:")
@@ -111,10 +112,10 @@ def test_hydration_plus_replay_matches_live(server: Server) -> None:
     from webchat.events.projector import project
 
     conv = str(uuid.uuid4())
-    ws = FrameCollector(server.ws_url, conv)
+    assert chat(server, {"prompt": "hello there", "conv_id": conv, "profile": "fast"}).status_code == 200
+    ws = FrameCollector(server.ws_url, conv, since_seq=0)
     try:
         ws.wait_for(lambda evs: any(e["type"] == "ws.hello" for e in evs))
-        assert chat(server, {"prompt": "hello there", "conv_id": conv, "profile": "fast"}).status_code == 200
         wait_turns_final(server.base_url, conv, 1)
         ws.wait_for(lambda evs: any(e["type"] == "llm.final" for e in evs))
         # llm.final frames carry the turn's provenance record (webchat.inference@v1).
@@ -160,11 +161,11 @@ def test_restart_recovery_keeps_history_pointer_and_seq(tmp_path: Any) -> None:
     srv = start_server(data)
     conv = str(uuid.uuid4())
     try:
-        ws = FrameCollector(srv.ws_url, conv)
         assert (
             chat(srv, {"prompt": "remember the word pelican", "conv_id": conv, "profile": "fast"}).status_code
             == 200
         )
+        ws = FrameCollector(srv.ws_url, conv, since_seq=0)
         wait_turns_final(srv.base_url, conv, 1)
         ws.wait_for(lambda evs: any(e["type"] == "llm.final" for e in evs))
         last_seq = max(e["seq"] for e in ws.events() if e["type"] not in ("ws.hello", "ws.pong"))
@@ -222,11 +223,11 @@ def test_history_blocks_are_stored_once_and_pointer_carries_the_runtime(server: 
 
 def test_engine_failure_is_streamed_and_persisted(server: Server, tmp_path: Any) -> None:
     conv = str(uuid.uuid4())
-    ws = FrameCollector(server.ws_url, conv)
+    r = chat(server, {"prompt": "please [[fail]] now", "conv_id": conv, "profile": "fast"})
+    assert r.status_code == 200
+    ws = FrameCollector(server.ws_url, conv, since_seq=0)
     try:
         ws.wait_for(lambda evs: any(e["type"] == "ws.hello" for e in evs))
-        r = chat(server, {"prompt": "please [[fail]] now", "conv_id": conv, "profile": "fast"})
-        assert r.status_code == 200
         ws.wait_for(lambda evs: any(e["type"] == "llm.error" for e in evs))
         err = ws.events("llm.error")[0]
         assert err["data"]["code"] == "engine_failed" and err["metadata"]["runtime_key"] == "fast"

@@ -135,15 +135,17 @@ def wait_all_finished(data: Path, turn_ids: set[str], timeout: float = 90) -> di
 
 
 def one_round(srv: Server, rng: random.Random, convs: list[str], rnd: Round) -> None:
-    collectors = {c: FrameCollector(srv.ws_url, c) for c in convs}
+    collectors: dict[str, FrameCollector] = {}
     try:
-        for c in convs:
-            collectors[c].wait_for(lambda evs: any(e["type"] == "ws.hello" for e in evs))
         for i, c in enumerate(convs):
             profiles = ["drip", "trickle", "drip"] if i % 2 == 0 else ["trickle", "drip", "trickle"]
             for n, profile in enumerate(profiles):
                 words = " ".join(f"w{k}" for k in range(rng.randint(20, 40)))
                 rnd.accepted.append(post(srv, c, f"round prompt {n}: {words}", profile))
+                if c not in collectors:
+                    # A socket opens once the conversation exists; it replays what this process sent.
+                    collectors[c] = FrameCollector(srv.ws_url, c, since_seq=0)
+                    collectors[c].wait_for(lambda evs: any(e["type"] == "ws.hello" for e in evs))
         # Three sequential turns of >= 20 words at >= 15 ms a word outlast 0.6 s: the kill always lands
         # while a prompt runs and others wait.
         time.sleep(rng.uniform(0.05, 0.6))

@@ -128,11 +128,11 @@ def test_seq_never_reused_after_a_crash(tmp_path: Path) -> None:
     srv = start_server(data)
     conv = str(uuid.uuid4())
     try:
-        ws = FrameCollector(srv.ws_url, conv)
         r = httpx.post(
             srv.base_url + "/chat", json={"prompt": "before the crash", "conv_id": conv, "profile": "fast"}
         )
         assert r.status_code == 200
+        ws = FrameCollector(srv.ws_url, conv, since_seq=0)
         ws.wait_for(lambda evs: any(e["type"] == "llm.final" for e in evs))
         seen = max(e["seq"] for e in ws.events() if e["type"] not in ("ws.hello", "ws.pong"))
         srv.proc.send_signal(signal.SIGKILL)

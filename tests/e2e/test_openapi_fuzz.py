@@ -15,6 +15,9 @@ with a curl command each.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +57,31 @@ def fuzz_server(tmp_path: Path) -> Iterator[Server]:
         srv.stop()
 
 
+@pytest.fixture
+def team_fuzz_server(tmp_path: Path) -> Iterator[tuple[Server, str]]:
+    """A team-mode server (--auth required) and an admin's bearer token made by the real CLI."""
+    data = tmp_path / "team"
+    data.mkdir()
+    env = dict(os.environ, WEBCHAT_DATA_DIR=str(data))
+    cli = [sys.executable, "-m", "webchat"]
+    subprocess.run(
+        [*cli, "users", "add", "fuzz", "--admin", "--password-stdin"],
+        input="fuzz-password-1\n",
+        text=True,
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    token = subprocess.run(
+        [*cli, "tokens", "create", "fuzz"], text=True, check=True, capture_output=True, env=env
+    ).stdout.splitlines()[-1]
+    srv = start_server(data, "--auth", "required", "--debug-api")
+    try:
+        yield srv, token
+    finally:
+        srv.stop()
+
+
 def _known_overflow(case: schemathesis.Case) -> bool:
     param = KNOWN_OVERFLOW.get((case.operation.method.upper(), case.operation.path))
     if param is None or not isinstance(case.query, dict):
@@ -73,7 +101,9 @@ def _is_error_body(content: bytes) -> bool:
     return isinstance(doc, dict) and set(doc) == {"error", "code"} and bool(doc["code"])
 
 
-def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, base_url: str) -> list[str]:
+def _fuzz(
+    operation: schemathesis.APIOperation, mode: GenerationMode, base_url: str, headers: dict[str, str]
+) -> list[str]:
     """Run one operation in one generation mode; the 5xx responses found (at most 3), as curl commands."""
     label = f"{operation.method.upper()} {operation.path} ({mode.value})"
     found: list[str] = []
@@ -81,7 +111,7 @@ def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, base_url: 
     @FUZZ_SETTINGS
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: schemathesis.Case) -> None:
-        response = case.call(base_url=base_url, timeout=10)
+        response = case.call(base_url=base_url, timeout=10, headers=headers)
         if response.status_code >= 500 and _known_overflow(case):
             return
         try:
@@ -104,6 +134,17 @@ def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, base_url: 
 
 
 def test_no_server_errors(fuzz_server: Server) -> None:
+    _fuzz_every_operation(fuzz_server, {})
+
+
+def test_no_server_errors_signed_in_on_a_team_server(team_fuzz_server: tuple[Server, str]) -> None:
+    """The same against team mode, every request carrying an admin's bearer token: the auth routes and
+    every other route behind the gate."""
+    server, token = team_fuzz_server
+    _fuzz_every_operation(server, {"Authorization": f"Bearer {token}"})
+
+
+def _fuzz_every_operation(fuzz_server: Server, headers: dict[str, str]) -> None:
     schema = schemathesis.openapi.from_url(f"{fuzz_server.base_url}/openapi.json", timeout=10)
     failures: list[str] = []
     tested: list[str] = []
@@ -112,7 +153,7 @@ def test_no_server_errors(fuzz_server: Server) -> None:
         operation = result.ok()
         tested.append(f"{operation.method.upper()} {operation.path}")
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            failures.extend(_fuzz(operation, mode, fuzz_server.base_url))
+            failures.extend(_fuzz(operation, mode, fuzz_server.base_url, headers))
     print(f"fuzzed {len(tested)} operations, {len(failures)} failures")
     assert len(tested) >= 10, f"too few operations in /openapi.json: {tested}"
     if failures:

@@ -28,13 +28,11 @@ def frames_until_final(ws_url: str, conv_id: str, since: int) -> tuple[dict, lis
 
 def test_a_reconnecting_client_gets_exactly_the_frames_it_missed(server: Server) -> None:
     conv = str(uuid.uuid4())
-    ws = FrameCollector(server.ws_url, conv)
+    r = httpx.post(server.base_url + "/chat", json={"prompt": "hello", "conv_id": conv, "profile": "fast"})
+    assert r.status_code == 200
+    ws = FrameCollector(server.ws_url, conv, since_seq=0)
     try:
         ws.wait_for(lambda evs: any(e["type"] == "ws.hello" for e in evs))
-        r = httpx.post(
-            server.base_url + "/chat", json={"prompt": "hello", "conv_id": conv, "profile": "fast"}
-        )
-        assert r.status_code == 200
         ws.wait_for(lambda evs: any(e["type"] == "llm.final" for e in evs))
         live = [e for e in ws.events() if "seq" in e]
     finally:

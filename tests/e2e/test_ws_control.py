@@ -32,7 +32,15 @@ def _event(ws: ClientConnection) -> dict[str, Any]:
     return event
 
 
+def make_conversation(srv: Server, conv: str) -> None:
+    # Sockets are for conversations that exist: the first accepted prompt creates one.
+    resp = httpx.post(srv.base_url + "/chat/fast", json={"prompt": "hi", "conv_id": conv}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    wait_turns_final(srv.base_url, conv, 1)
+
+
 def test_binary_frame_closes_with_1003_without_traceback(srv: Server) -> None:
+    make_conversation(srv, "bin-1")
     with connect(f"{srv.ws_url}/ws?conv_id=bin-1", open_timeout=10) as ws:
         assert _event(ws)["type"] == "ws.hello"
         ws.send(b"\x00\x01binary")
@@ -50,6 +58,7 @@ def test_binary_frame_closes_with_1003_without_traceback(srv: Server) -> None:
 
 
 def test_pathological_text_frames_are_ignored(srv: Server) -> None:
+    make_conversation(srv, "txt-1")
     with connect(f"{srv.ws_url}/ws?conv_id=txt-1", open_timeout=10, max_size=None) as ws:
         assert _event(ws)["type"] == "ws.hello"
         for text in ("[" * 100_000, '{"type": "ws.ping", "n": ' + "9" * 10_000 + "}", "\x00", "not json"):
@@ -62,16 +71,14 @@ def test_pathological_text_frames_are_ignored(srv: Server) -> None:
 
 def test_control_frames_carry_no_seq_and_hello_tells_the_version(srv: Server) -> None:
     conv = "ctl-1"
-    ws = FrameCollector(srv.ws_url, conv)
+    r = httpx.post(srv.base_url + "/chat/fast", json={"prompt": "hello there", "conv_id": conv}, timeout=10)
+    assert r.status_code == 200, r.text
+    ws = FrameCollector(srv.ws_url, conv, since_seq=0)
     try:
         ws.wait_for(lambda evs: any(e["type"] == "ws.hello" for e in evs))
         first_hello = ws.events("ws.hello")[0]
         assert "seq" not in first_hello
-        assert first_hello["data"]["version"] == 0  # a new conversation
-        r = httpx.post(
-            srv.base_url + "/chat/fast", json={"prompt": "hello there", "conv_id": conv}, timeout=10
-        )
-        assert r.status_code == 200, r.text
+        assert first_hello["data"]["resume"] == "stream"  # what was sent already is replayed
         ws.wait_for(lambda evs: any(e["type"] == "llm.final" for e in evs))
         wait_turns_final(srv.base_url, conv, 1)
         ws.send("ping")

@@ -53,6 +53,10 @@ def seed(data_dir: Path) -> None:
                 runtime_key=runtime_key,
                 inference_id=inference_id,
             )
+        # A conversation known only from its turns (stored before the conversation index existed).
+        turns.save_snapshot(
+            "c-live-only", "s-live-only", _turn("t9", "prompt t9"), "final", T0 + 5, runtime_key="fast"
+        )
     finally:
         turns.close()
     timeline = SQLiteTimelineStore(data_dir / "timeline.db")
@@ -237,8 +241,8 @@ def test_conversations_newest_activity_first_with_their_source(client: TestClien
         assert by_id["c-live-only"]["active_sockets"] == 1 and by_id["c-middle"]["active_sockets"] == 0
         assert by_id["c-oldest"]["resolved_runtime_key"] == "fast"
         assert by_id["c-live-only"]["resolved_runtime_key"] == ""
-        # A live-only conversation has its own new session; a merged one is as recent as its live side.
-        assert by_id["c-live-only"]["session_id"] not in ("", SESSION)
+        # A live-only conversation has the session of its turns; a merged one is as recent as its live side.
+        assert by_id["c-live-only"]["session_id"] == "s-live-only"
         assert by_id["c-oldest"]["last_activity_ms"] > T0 + 900
         activity = [i["last_activity_ms"] for i in items]
         assert activity == sorted(activity, reverse=True)

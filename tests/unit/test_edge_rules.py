@@ -107,15 +107,15 @@ def test_a_foreign_origin_cannot_open_a_socket_or_change_state(client: TestClien
     assert client.get("/api/chat/profiles", headers=evil).status_code == 200
     # The server's own pages: the Origin names the Host the request is addressed to.
     own = {"Origin": BASE}
+    assert client.post("/chat", json={"prompt": "hi", "conv_id": "c1"}, headers=own).status_code == 200
     with client.websocket_connect(f"{WS}?conv_id=c1", headers=own) as ws:
         assert ws.receive_json()["event"]["type"] == "ws.hello"
-    assert client.post("/chat", json={"prompt": "hi"}, headers=own).status_code == 200
 
 
 def test_allowed_origins_may_open_sockets_and_post(tmp_path: Path) -> None:
     with app_client(tmp_path / "data", allowed_origins=["https://app.example.org"]) as c:
         ok = {"Origin": "https://APP.example.org"}
-        assert c.post("/chat", json={"prompt": "hi"}, headers=ok).status_code == 200
+        assert c.post("/chat", json={"prompt": "hi", "conv_id": "c2"}, headers=ok).status_code == 200
         with c.websocket_connect(f"{WS}?conv_id=c2", headers=ok) as ws:
             assert ws.receive_json()["event"]["type"] == "ws.hello"
         assert error(
@@ -183,7 +183,11 @@ def test_an_empty_host_is_every_interface_not_loopback() -> None:
     assert (
         is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("[::1]") and is_loopback("localhost")
     )
-    # So the debug API is off by default there, and cannot be switched on without a token.
+    # So the debug API is off by default there, and the server runs in team mode: only signed-in users
+    # get in, and only admins reach the debug API when it is switched on.
     assert Settings(host="").debug_enabled is False
-    with pytest.raises(ValueError, match="debug-token"):
-        Settings(host="", debug_api=True).validate_security()
+    assert Settings(host="").mode == "team" and Settings(host="", auth="local").mode == "team"
+    with pytest.raises(ValueError, match="--auth local"):
+        Settings(host="", auth="local").validate_security()
+    assert Settings(host="127.0.0.1").mode == "local"
+    assert Settings(host="127.0.0.1", auth="required").mode == "team"

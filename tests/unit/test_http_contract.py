@@ -54,6 +54,7 @@ def final_turn(client: TestClient, conv_id: str, turn_id: str) -> dict[str, Any]
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("ping", ["ping", " ping\n", '{"type": "ws.ping"}'])
 def test_ws_ping_is_answered_with_pong(client: TestClient, ping: str) -> None:
+    assert client.post("/chat", json={"prompt": "hi", "conv_id": "c-ping"}).status_code == 200
     with client.websocket_connect("ws://127.0.0.1/ws?conv_id=c-ping") as ws:
         assert ws.receive_json()["event"]["type"] == "ws.hello"
         before = int(time.time() * 1000)
@@ -67,6 +68,9 @@ def test_ws_ping_is_answered_with_pong(client: TestClient, ping: str) -> None:
 
 @pytest.mark.timeout(30)
 def test_ws_other_text_is_not_a_ping(client: TestClient) -> None:
+    first = client.post("/chat", json={"prompt": "hi", "conv_id": "c-noping"})
+    assert first.status_code == 200
+    final_turn(client, "c-noping", first.json()["turn_id"])  # its frames are all out before the socket
     with client.websocket_connect("ws://127.0.0.1/ws?conv_id=c-noping") as ws:
         assert ws.receive_json()["event"]["type"] == "ws.hello"
         for text in ('{"type": "ws.pingx"}', "[1]", "pong", "not json"):

@@ -75,6 +75,43 @@ def serve(
             "besides the server's own (repeatable; WEBCHAT_ALLOWED_ORIGINS, comma-separated).",
         ),
     ] = None,
+    auth: Annotated[
+        str | None,
+        typer.Option(
+            "--auth",
+            help="local: no sign-in (loopback binds only); required: only signed-in users, also on "
+            "loopback [default: local on loopback, required otherwise].",
+            envvar="WEBCHAT_AUTH",
+            metavar="local|required",
+        ),
+    ] = None,
+    provider_key_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--provider-key-env",
+            help="An environment variable profiles may name as runtime.api_key_env (repeatable; "
+            "WEBCHAT_PROVIDER_KEY_ENVS, comma-separated) [default: OPENAI_API_KEY, ANTHROPIC_API_KEY].",
+            metavar="NAME",
+        ),
+    ] = None,
+    max_conversations_per_user: Annotated[
+        int | None,
+        typer.Option(
+            "--max-conversations-per-user",
+            min=1,
+            help="Conversations one user may have live at once; one more is 429 too_many_conversations.",
+            envvar="WEBCHAT_MAX_CONVERSATIONS_PER_USER",
+        ),
+    ] = None,
+    max_sockets_per_user: Annotated[
+        int | None,
+        typer.Option(
+            "--max-sockets-per-user",
+            min=1,
+            help="WebSockets one user may have open at once; one more is refused with too_many_sockets.",
+            envvar="WEBCHAT_MAX_SOCKETS_PER_USER",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the chat server with the web UI, the chat API and (on loopback) the debug API."""
@@ -96,6 +133,10 @@ def serve(
         ("max_queue", max_queue),
         ("allowed_hosts", allowed_host),
         ("allowed_origins", allowed_origin),
+        ("auth", auth),
+        ("provider_key_envs", provider_key_env),
+        ("max_conversations_per_user", max_conversations_per_user),
+        ("max_sockets_per_user", max_sockets_per_user),
     ):
         if value is not None:
             overrides[key] = value
@@ -108,6 +149,19 @@ def serve(
     except Exception as exc:
         error(_one_line(exc))
         raise typer.Exit(2) from exc
+    # Checked before anything is created: a refused start leaves no data directory behind.
+    if settings.mode == "team":
+        try:
+            admin = _has_admin(settings.auth_path)
+        except StoreError as exc:
+            error(_one_line(exc))
+            raise typer.Exit(2) from exc
+        if not admin:
+            error(
+                f"team mode (--host {host!r}) lets in only signed-in users, and there is no admin yet: "
+                f"run 'web-chat users add NAME --admin --data-dir {settings.data_dir}' first"
+            )
+            raise typer.Exit(2)
     # The stores are opened (and their owner lock taken) before the server starts, so an unusable or
     # busy store is one line and exit 2, never a traceback from inside the server.
     try:
@@ -122,7 +176,10 @@ def serve(
         error(_one_line(exc))
         raise typer.Exit(2) from exc
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    print(f"web-chat: serving on http://{shown}:{port}/  (data: {settings.data_dir})", flush=True)
+    print(
+        f"web-chat: serving on http://{shown}:{port}/  ({settings.mode} mode; data: {settings.data_dir})",
+        flush=True,
+    )
     uvicorn.run(
         app,
         host=host,
@@ -131,6 +188,18 @@ def serve(
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
         ws_ping_interval=20,
     )
+
+
+def _has_admin(path: Path) -> bool:
+    from webchat.auth.store import SQLiteAuthStore
+
+    if not path.is_file():
+        return False
+    store = SQLiteAuthStore(path)
+    try:
+        return store.has_admin()
+    finally:
+        store.close()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -67,6 +67,10 @@ class QueueFull(Exception):
     """The conversation already has ``max_queue`` prompts waiting."""
 
 
+class TooManyConversations(Exception):
+    """The user already has ``max_conversations_per_user`` conversations live."""
+
+
 @dataclass
 class Conversation:
     conv_id: str
@@ -83,6 +87,9 @@ class Conversation:
     last_activity_ms: int = field(default_factory=now_ms)
     created_at_ms: int = field(default_factory=now_ms)
     restored: bool = False
+    # Whose conversation it is: the user id its first accepted prompt was sent by ('' for conversations
+    # from before users, or from local mode). None: nothing was ever accepted, so it does not exist yet.
+    owner_id: str | None = None
     # Held while a prompt is accepted: "start now or queue" and the durable append are one decision.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -157,6 +164,7 @@ class ConversationService:
         max_tool_iterations: int = 5,
         max_running: int = 64,
         max_queue: int = 32,
+        max_conversations_per_user: int = 500,
         engine_factory: Callable[[ResolvedRuntime], Engine] = build_engine,
     ) -> None:
         self.turns = turns
@@ -167,6 +175,7 @@ class ConversationService:
         self.max_tool_iterations = max_tool_iterations
         self.slots = FairSlots(max_running)
         self.max_queue = max_queue
+        self.max_conversations_per_user = max_conversations_per_user
         self._engine_factory = engine_factory
         self._live: dict[str, Conversation] = {}
         self._open_lock = asyncio.Lock()
@@ -179,6 +188,25 @@ class ConversationService:
 
     def live_items(self) -> list[Conversation]:
         return list(self._live.values())
+
+    @staticmethod
+    def may_use(conv: Conversation, user_id: str, admin: bool) -> bool:
+        """Whether a user may read or steer an existing conversation (security.md, access matrix)."""
+        return conv.owner_id is not None and (admin or conv.owner_id == user_id)
+
+    async def owner_of(self, conv_id: str) -> str | None:
+        """The owner of a conversation, None when it does not exist (nothing was ever accepted in it)."""
+        conv = self._live.get(conv_id)
+        if conv is not None and conv.owner_id is not None:
+            return conv.owner_id
+        record = await asyncio.to_thread(self.timeline.get_conversation, conv_id)
+        if record is not None:
+            return record.owner_id
+        if conv is not None:
+            return "" if conv.restored else None
+        # Turns from before the conversation index: a conversation, the first admin's.
+        found = await asyncio.to_thread(self.turns.latest_snapshot, conv_id)
+        return "" if found is not None else None
 
     async def open(self, conv_id: str, *, create: bool) -> Conversation:
         """The live conversation, restored from the stores after a restart or eviction if needed."""
@@ -204,6 +232,9 @@ class ConversationService:
             )
             if record is not None:
                 conv.created_at_ms = record.created_at_ms
+                conv.owner_id = record.owner_id
+            elif conv.restored:
+                conv.owner_id = ""  # turns from before the conversation index: the first admin's
             self._live[conv_id] = conv
             return conv
 
@@ -242,11 +273,14 @@ class ConversationService:
         idempotency_key: str,
         *,
         user_id: str = "",
+        admin: bool = True,
     ) -> tuple[int, dict[str, Any]]:
         """Start or queue a prompt; it is durable before this returns. Returns ``(http_status, body)``.
 
         A known idempotency key returns the stored response and starts nothing (also after a restart);
         a key used before for another conversation or other text raises :class:`IdempotencyKeyReused`.
+        A conversation of another user (unless ``admin``) raises :class:`ConversationNotFound`, exactly as
+        an unknown one would; a conversation nobody has used yet becomes ``user_id``'s.
         """
         if self._closing:
             raise ServiceClosing("the server is shutting down")
@@ -256,10 +290,19 @@ class ConversationService:
             known = await asyncio.to_thread(self.prompts.find_key, user_id, idempotency_key)
             if known is not None:
                 return self._replay(known, conv_id, prompt)
+        if conv_id is None or conv_id not in self._live:
+            owned = sum(1 for c in self._live.values() if c.owner_id == user_id)
+            if owned >= self.max_conversations_per_user:
+                raise TooManyConversations(
+                    f"{self.max_conversations_per_user} conversations of yours are already open; "
+                    "try again when one has been idle for a while"
+                )
         conv = await self.open(conv_id or str(uuid.uuid4()), create=True)
         async with conv.lock:
             if self._closing:
                 raise ServiceClosing("the server is shutting down")
+            if conv.owner_id is not None and not self.may_use(conv, user_id, admin):
+                raise ConversationNotFound(conv.conv_id)
             return await self._accept(conv, conv_id is not None, prompt, runtime, idempotency_key, user_id)
 
     @staticmethod
@@ -348,10 +391,13 @@ class ConversationService:
             has_timeline=True,
             status="active",
             last_error="",
+            owner_id=user_id if conv.owner_id is None else conv.owner_id,
         )
         record, replayed = await write_call(self.prompts, self.prompts.accept, new, index_row)
         if replayed:  # a concurrent request with the same key got there first
             return self._replay(record, conv.conv_id if conv_id_given else None, prompt)
+        if conv.owner_id is None:
+            conv.owner_id = user_id
         conv.pointer = runtime.runtime_key
         conv.last_activity_ms = at
         pending = PendingTurn(
@@ -501,6 +547,7 @@ class ConversationService:
             has_timeline=True,
             status=status,
             last_error="",
+            owner_id=conv.owner_id or "",
         )
 
     # -- recovery -----------------------------------------------------------------------------------
@@ -739,4 +786,5 @@ __all__ = [
     "FairSlots",
     "IdempotencyKeyReused",
     "ServiceClosing",
+    "TooManyConversations",
 ]

@@ -6,20 +6,30 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from webchat import __version__
-from webchat.conversations.service import ConversationService, QueueFull, ServiceClosing
-from webchat.runtimes.profiles import Registries, load_registries
+from webchat.auth.store import SQLiteAuthStore
+from webchat.conversations.service import (
+    ConversationNotFound,
+    ConversationService,
+    QueueFull,
+    ServiceClosing,
+    TooManyConversations,
+)
+from webchat.runtimes.profiles import Registries, allow_key_envs, load_registries
 from webchat.runtimes.sqlite_registry import PROFILES_DB_NAME, ProfileWriter, open_profile_store
-from webchat.server import chat, debug, help, profiles, timeline, web, ws
+from webchat.server import auth, chat, debug, help, profiles, timeline, web, ws
+from webchat.server.auth import Authenticator, AuthGate, admin_only, is_open
 from webchat.server.deps import Services
 from webchat.server.edge import EdgeGuard
 from webchat.server.errors import (
@@ -41,6 +51,7 @@ from webchat.stores.turns import open_turn_store
 log = logging.getLogger("webchat.server")
 
 EVICT_INTERVAL_S = 30.0
+SESSION_PURGE_INTERVAL_S = 3600.0
 
 
 @dataclass
@@ -52,12 +63,16 @@ class OpenStores:
     turns: TurnStore
     timeline: SQLiteTimelineStore
     prompts: PromptStore
+    # Users, tokens and sessions (auth.db): outside the owner lock, the users/tokens commands write it
+    # while the server runs.
+    auth: SQLiteAuthStore
 
     def close(self) -> None:
         try:
             self.turns.close()
             self.timeline.close()
             self.profile_store.close()
+            self.auth.close()
         finally:
             self.owner.release()
 
@@ -87,7 +102,9 @@ def open_stores(settings: Settings, registries: Registries) -> OpenStores:
         opened.append(turns)
         timeline = SQLiteTimelineStore(settings.timeline_path)
         opened.append(timeline)
-        return OpenStores(owner, profile_store, turns, timeline, SQLitePromptStore(timeline))
+        auth_store = SQLiteAuthStore(settings.auth_path)
+        opened.append(auth_store)
+        return OpenStores(owner, profile_store, turns, timeline, SQLitePromptStore(timeline), auth_store)
     except sqlite3.DatabaseError as exc:
         _close_all(opened, owner)
         raise StoreError(f"cannot open the stores: {exc}") from exc
@@ -108,6 +125,7 @@ def create_app(settings: Settings | None = None, stores: OpenStores | None = Non
     starts, so an unusable store is one line and exit 2); otherwise the app opens them as it starts."""
     settings = settings or Settings()  # type: ignore[call-arg]  # every field has a default
     settings.validate_security()
+    allow_key_envs(settings.provider_key_envs)
     # Opened stores carry the registries they were opened with (profiles.db attaches to them).
     registries = stores.profile_store.registries if stores else load_registries(settings.profiles)
 
@@ -122,6 +140,7 @@ def create_app(settings: Settings | None = None, stores: OpenStores | None = Non
             idle_evict_s=settings.idle_evict_s,
             max_running=settings.max_running,
             max_queue=settings.max_queue,
+            max_conversations_per_user=settings.max_conversations_per_user,
         )
         try:
             recovered = await conversations.recover()
@@ -136,9 +155,10 @@ def create_app(settings: Settings | None = None, stores: OpenStores | None = Non
             await asyncio.to_thread(opened.close)
             raise
         app.state.services = Services(settings, opened.turns, opened.timeline, registries, conversations)
+        app.state.authenticator = Authenticator(settings, opened.auth)
         # Check often enough that a conversation is never kept much past its idle limit.
         interval = min(EVICT_INTERVAL_S, max(0.5, settings.idle_evict_s / 2))
-        evictor = asyncio.create_task(_evict_loop(conversations, interval))
+        evictor = asyncio.create_task(_evict_loop(conversations, interval, app.state.authenticator))
         try:
             yield
         finally:
@@ -156,7 +176,9 @@ def create_app(settings: Settings | None = None, stores: OpenStores | None = Non
         description="Chat server with per-turn runtime truth. Errors are JSON {error, code}.",
         lifespan=lifespan,
     )
+    app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthGate, settings=settings)
     # Added last, so it runs first: a refused Host or Origin reaches nothing else.
     app.add_middleware(
         EdgeGuard,
@@ -170,6 +192,8 @@ def create_app(settings: Settings | None = None, stores: OpenStores | None = Non
     app.add_exception_handler(IdempotencyKeyReused, _idempotency_reused)
     app.add_exception_handler(ServiceClosing, _closing)
     app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(ConversationNotFound, _unknown_conversation)
+    app.add_exception_handler(TooManyConversations, _too_many_conversations)
 
     @app.get("/healthz", tags=["health"], summary="Liveness and store status")
     async def healthz() -> dict[str, Any]:
@@ -181,6 +205,7 @@ def create_app(settings: Settings | None = None, stores: OpenStores | None = Non
             "debug_api": settings.debug_enabled,
         }
 
+    app.include_router(auth.router)
     app.include_router(chat.router)
     app.include_router(ws.router)
     app.include_router(timeline.router)
@@ -190,7 +215,37 @@ def create_app(settings: Settings | None = None, stores: OpenStores | None = Non
     if settings.debug_enabled:
         app.include_router(debug.router)
         app.include_router(web.debug_router)
+    app.openapi = lambda: _openapi_with_edge_errors(app)  # type: ignore[method-assign]
     return app
+
+
+# Answers every route can give before it runs (edge.py, auth.py), added to each operation's responses.
+_EDGE_ERRORS: dict[str, str] = {
+    "400": "invalid_host: the Host header does not name this server",
+    "401": "unauthorized / invalid_token: team mode, and the request is not signed in",
+    "403": "invalid_origin: a foreign Origin on a change; forbidden: a user on an admin route",
+    "415": "unsupported_media_type: a body that is not application/json",
+}
+
+
+def _openapi_with_edge_errors(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            writes = method.upper() in ("POST", "PUT", "PATCH", "DELETE")
+            responses = operation.setdefault("responses", {})
+            for status, text in _EDGE_ERRORS.items():
+                if (status == "401" and is_open(path)) or (status == "415" and not writes):
+                    continue
+                if status == "403" and not writes and not admin_only(path, method.upper()):
+                    continue
+                entry = responses.setdefault(status, {"description": text})
+                if text not in entry.get("description", ""):
+                    entry["description"] = f"{entry['description']}; {text}"
+    app.openapi_schema = schema
+    return schema
 
 
 async def _idempotency_reused(_: Request, exc: Exception) -> JSONResponse:
@@ -205,9 +260,27 @@ async def _queue_full(_: Request, exc: Exception) -> JSONResponse:
     return error_response(429, "queue_full", str(exc))
 
 
-async def _evict_loop(conversations: ConversationService, interval: float) -> None:
+async def _unknown_conversation(_: Request, exc: Exception) -> JSONResponse:
+    # Another user's conversation gets exactly this answer too: its existence is not revealed.
+    return error_response(404, "unknown_conversation", f"no conversation {exc}")
+
+
+async def _too_many_conversations(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(429, "too_many_conversations", str(exc))
+
+
+async def _evict_loop(conversations: ConversationService, interval: float, auth: Authenticator) -> None:
+    purged_at = 0.0
     while True:
         await asyncio.sleep(interval)
+        if time.monotonic() - purged_at >= SESSION_PURGE_INTERVAL_S:
+            # Sessions nobody uses again are never looked up, so never deleted on lookup: sweep them.
+            purged_at = time.monotonic()
+            try:
+                idle_ms = int(auth.settings.session_idle_s * 1000)
+                await asyncio.to_thread(auth.store.purge_sessions, idle_timeout_ms=idle_ms)
+            except Exception:
+                log.exception("purging idle sessions failed")
         try:
             evicted = await conversations.evict_idle()
             if evicted:

@@ -19,6 +19,7 @@ from webchat.runtimes.resolve import (
     resolve_selection,
     select_profile,
 )
+from webchat.server.auth import request_identity
 from webchat.server.deps import Services, services
 from webchat.server.errors import ApiError
 from webchat.server.ids import check_id
@@ -80,7 +81,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Bad input (blank prompt, invalid slug, malformed JSON, legacy selector, "
         "invalid_host)",
     },
-    404: {"model": ErrorBody, "description": "Unknown profile or registry"},
+    401: {"model": ErrorBody, "description": "unauthorized / invalid_token (team mode)"},
+    404: {
+        "model": ErrorBody,
+        "description": "Unknown profile or registry; unknown_conversation (also another user's)",
+    },
     409: {
         "model": ErrorBody,
         "description": "idempotency_key_reused: the key names a prompt of another conversation or text",
@@ -88,7 +93,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "invalid_origin: a foreign Origin header"},
     413: {"model": ErrorBody, "description": "Prompt or body over the configured limit"},
     415: {"model": ErrorBody, "description": "unsupported_media_type: the body is not application/json"},
-    429: {"model": ErrorBody, "description": "queue_full: the conversation has --max-queue prompts waiting"},
+    429: {
+        "model": ErrorBody,
+        "description": "queue_full: the conversation has --max-queue prompts waiting; "
+        "too_many_conversations: the user has --max-conversations-per-user open",
+    },
     503: {"model": ErrorBody, "description": "shutting_down: the server accepts no new prompt"},
 }
 
@@ -116,8 +125,15 @@ async def _parse(request: Request, max_prompt_chars: int) -> ChatRequest:
 async def _chat(
     request: Request, svc: Services, path_profile: str | None, header_key: str | None
 ) -> JSONResponse:
+    identity = request_identity(request)
     body = await _parse(request, svc.settings.max_prompt_chars)
     conv_id = check_id(body.conv_id, "conv_id") if body.conv_id is not None else None
+    if conv_id is not None and not identity.admin:
+        # Before anything reads the conversation (its pointer): another user's conversation answers
+        # exactly as an unknown one, whatever else is wrong with the request.
+        owner = await svc.conversations.owner_of(conv_id)
+        if owner is not None and owner != identity.user_id:
+            raise ApiError(404, "unknown_conversation", f"no conversation {conv_id}")
     # Precedence: path > body > query > cookie > registry default (http-api.md).
     selection = select_profile(
         path_profile=path_profile,
@@ -144,7 +160,9 @@ async def _chat(
     key = body.idempotency_key or header_key or str(uuid.uuid4())
     if not key.strip() or len(key) > 200:
         raise ApiError(400, "invalid_idempotency_key", "idempotency key must be 1-200 characters")
-    status, payload = await svc.conversations.submit(conv_id, body.prompt, runtime, key)
+    status, payload = await svc.conversations.submit(
+        conv_id, body.prompt, runtime, key, user_id=identity.user_id, admin=identity.admin
+    )
     return JSONResponse(payload, status_code=status)
 
 

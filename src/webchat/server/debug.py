@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from webchat.conversations.service import Conversation
+from webchat.server.auth import request_identity
 from webchat.server.deps import Services, services
 from webchat.server.errors import ApiError
 from webchat.server.ids import MAX_SQLITE_INT, check_id
@@ -25,6 +26,15 @@ from webchat.turns.keys import phase_problem
 
 
 def require_token(request: Request) -> None:
+    """The debug API's own check. In team mode the gate already let only admins and the debug token's
+    bearer through; in local mode a configured ``--debug-token`` must be sent."""
+    identity = request_identity(request)
+    if identity.via == "debug_token":
+        return  # team mode: the gate compared the token
+    if identity.via in ("token", "session"):
+        if not identity.admin:
+            raise ApiError(403, "forbidden", "the debug API is for admins only")
+        return
     svc: Services = request.app.state.services
     token = svc.settings.debug_token
     if not token:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request, WebSocket
 
@@ -20,6 +20,8 @@ class Services:
     timeline: TimelineStore
     registries: Registries
     conversations: ConversationService
+    # Open WebSockets per user id ('' in local mode): bounded by --max-sockets-per-user.
+    sockets: dict[str, int] = field(default_factory=dict)
 
 
 def services(request: Request) -> Services:

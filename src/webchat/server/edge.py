@@ -79,12 +79,12 @@ class EdgeGuard:
         }
         host = headers.get("host", "")
         if host_name(host) not in self.hosts:
-            await self._refuse(scope, send, 400, "invalid_host", f"host {host!r} is not an allowed host")
+            await refuse(scope, send, 400, "invalid_host", f"host {host!r} is not an allowed host")
             return
         origin = headers.get("origin")
         checks_origin = kind == "websocket" or scope.get("method", "GET") in STATE_CHANGING
         if checks_origin and origin is not None and not self._origin_ok(origin, host):
-            await self._refuse(scope, send, 403, "invalid_origin", f"origin {origin!r} is not allowed")
+            await refuse(scope, send, 403, "invalid_origin", f"origin {origin!r} is not allowed")
             return
         await self.app(scope, receive, send)
 
@@ -97,18 +97,19 @@ class EdgeGuard:
         # The server's own origin: the page was loaded from the host this request is addressed to.
         return urlsplit(normal).netloc == host.strip().lower()
 
-    @staticmethod
-    async def _refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
-        body = json.dumps({"error": message, "code": code}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if scope["type"] == "websocket":
-            # The WebSocket Denial Response extension answers the upgrade with a plain HTTP response;
-            # without it, closing before accepting makes the server answer 403.
-            if "websocket.http.response" in scope.get("extensions", {}):
-                await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
-                await send({"type": "websocket.http.response.body", "body": body})
-            else:
-                await send({"type": "websocket.close", "code": 1008})
-            return
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+
+async def refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    """Answer an HTTP request, or refuse a WebSocket upgrade, with a JSON error; the app never runs."""
+    body = json.dumps({"error": message, "code": code}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if scope["type"] == "websocket":
+        # The WebSocket Denial Response extension answers the upgrade with a plain HTTP response;
+        # without it, closing before accepting makes the server answer 403.
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+        return
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from webchat.auth.store import AUTH_DB_NAME
 from webchat.cli.common import default_data_dir
+from webchat.runtimes.profiles import DEFAULT_PROVIDER_KEY_ENVS, ENV_NAME
 
 
 def is_loopback(host: str) -> bool:
@@ -60,7 +62,21 @@ class Settings(BaseSettings):
     # Origins (scheme://host[:port]) allowed besides the server's own, for sockets and state changes.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    _split_names = field_validator("allowed_hosts", "allowed_origins", mode="before")(_names)
+    # None: local on a loopback bind, team otherwise. "required": team rules on loopback too.
+    auth: Literal["local", "required"] | None = None
+    # Environment variables a profile may name as runtime.api_key_env (security.md, provider keys).
+    provider_key_envs: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_PROVIDER_KEY_ENVS)
+    )
+    # A browser session not used for this long is over (it is stored server-side and survives restarts).
+    session_idle_s: float = Field(7 * 24 * 3600.0, ge=60)
+    # Bounds per user (in local mode, for the one local user): conversations live at once, open sockets.
+    max_conversations_per_user: int = Field(500, ge=1, le=1_000_000)
+    max_sockets_per_user: int = Field(500, ge=1, le=1_000_000)
+
+    _split_names = field_validator("allowed_hosts", "allowed_origins", "provider_key_envs", mode="before")(
+        _names
+    )
 
     @property
     def turns_path(self) -> Path:
@@ -71,13 +87,27 @@ class Settings(BaseSettings):
         return self.timeline_db or self.data_dir / "timeline.db"
 
     @property
+    def auth_path(self) -> Path:
+        return self.data_dir / AUTH_DB_NAME
+
+    @property
+    def mode(self) -> str:
+        """ "local" (loopback, no sign-in) or "team" (only signed-in users; security.md, modes)."""
+        if self.auth == "required" or not is_loopback(self.host):
+            return "team"
+        return "local"
+
+    @property
     def debug_enabled(self) -> bool:
         return is_loopback(self.host) if self.debug_api is None else self.debug_api
 
     def validate_security(self) -> None:
-        """Refuse to expose the debug API on a non-loopback address without a token."""
-        if self.debug_enabled and not is_loopback(self.host) and not self.debug_token:
+        """Refuse settings that would expose more than they say."""
+        if self.auth == "local" and not is_loopback(self.host):
             raise ValueError(
-                f"the debug API is enabled on non-loopback host {self.host}: set --debug-token "
-                "(or WEBCHAT_DEBUG_TOKEN) or pass --no-debug-api"
+                f"--auth local is only for loopback binds; {self.host!r} is reachable from other "
+                "machines: drop --auth local (team mode) or bind 127.0.0.1"
             )
+        for name in self.provider_key_envs:
+            if not ENV_NAME.fullmatch(name):
+                raise ValueError(f"--provider-key-env {name!r} is not an environment variable name")

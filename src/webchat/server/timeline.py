@@ -6,9 +6,11 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
+from webchat.server.auth import request_identity
 from webchat.server.deps import Services, services
+from webchat.server.errors import ApiError
 from webchat.server.ids import MAX_SQLITE_INT, check_id
 from webchat.server.validation import CheckedRoute
 
@@ -42,11 +44,22 @@ async def timeline_document(
     }
 
 
-@router.get("/api/timeline", summary="Hydration snapshot of a conversation's timeline")
+@router.get(
+    "/api/timeline",
+    summary="Hydration snapshot of a conversation's timeline",
+    responses={404: {"description": "unknown_conversation: for a user, also another user's conversation"}},
+)
 async def get_timeline(
+    request: Request,
     svc: Annotated[Services, Depends(services)],
     conv_id: Annotated[str, Query(min_length=1, max_length=200)],
     since_version: Annotated[int, Query(ge=0, le=MAX_SQLITE_INT)] = 0,
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
 ) -> dict[str, Any]:
+    identity = request_identity(request)
+    if not identity.admin:
+        check_id(conv_id, "conv_id")
+        owner = await svc.conversations.owner_of(conv_id)
+        if owner is None or owner != identity.user_id:
+            raise ApiError(404, "unknown_conversation", f"no conversation {conv_id}")
     return await timeline_document(svc, conv_id, since_version, limit)

@@ -21,9 +21,10 @@ from importlib.resources.abc import Traversable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from webchat.conversations.service import Conversation
+from webchat.server.auth import owner_scope, request_identity
 from webchat.server.deps import Services, services
 from webchat.server.errors import ApiError
 from webchat.stores.timeline import ConversationRecord, TimelineStore
@@ -133,6 +134,14 @@ async def debug_page(request: Request) -> Response:
     return await _page(request, "debug.html")
 
 
+@router.get("/login", response_class=HTMLResponse, include_in_schema=False)
+async def login_page(request: Request) -> Response:
+    settings = request.app.state.settings
+    if settings.mode != "team":
+        return RedirectResponse("/", status_code=303)  # local mode: nobody signs in
+    return await _page(request, "login.html")
+
+
 @router.get("/favicon.ico", include_in_schema=False)
 async def favicon(request: Request) -> Response:
     """The icon for pages that do not name one (the help pages, /docs): an SVG, which browsers accept."""
@@ -163,8 +172,9 @@ def _title(store: TimelineStore, conv_id: str) -> str:
     return ""
 
 
-def _list(store: TimelineStore, limit: int) -> list[tuple[ConversationRecord, str]]:
-    return [(record, _title(store, record.conv_id)) for record in store.list_conversations(limit)]
+def _list(store: TimelineStore, limit: int, owner_id: str | None) -> list[tuple[ConversationRecord, str]]:
+    records = store.list_conversations(limit, owner_id=owner_id)
+    return [(record, _title(store, record.conv_id)) for record in records]
 
 
 def _item(record: ConversationRecord, title: str, live: Conversation | None) -> dict[str, Any]:
@@ -185,15 +195,18 @@ def _item(record: ConversationRecord, title: str, live: Conversation | None) -> 
     summary="Conversations from the conversation index, most recent activity first",
 )
 async def list_conversations(
+    request: Request,
     svc: Annotated[Services, Depends(services)],
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """``{items: [{conv_id, resolved_runtime_key, last_activity_ms, created_at_ms, title}]}``.
 
     ``resolved_runtime_key`` is the conversation pointer (the runtime of the next prompt), never the
-    runtime of any past turn; ``title`` is the first prompt, or ``""`` when the timeline has none.
+    runtime of any past turn; ``title`` is the first prompt, or ``""`` when the timeline has none. A user
+    sees their own conversations; an admin (and local mode) sees every one.
     """
-    rows = await asyncio.to_thread(_list, svc.timeline, limit)
+    owner = owner_scope(request_identity(request))
+    rows = await asyncio.to_thread(_list, svc.timeline, limit, owner)
     items = [_item(record, title, svc.conversations.live(record.conv_id)) for record, title in rows]
     items.sort(key=lambda i: (-i["last_activity_ms"], i["conv_id"]))
     return {"items": items}

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from webchat.conversations.service import ConversationNotFound
 from webchat.events.hub import Subscription
+from webchat.server.auth import socket_identity
 from webchat.server.deps import ws_services
 from webchat.server.errors import ApiError
 from webchat.server.ids import check_id
@@ -38,13 +40,29 @@ async def stream(websocket: WebSocket) -> None:
     await websocket.accept()
     try:
         check_scope(websocket.scope)
+        identity = socket_identity(websocket)
         conv_id = check_id(websocket.query_params.get("conv_id"), "conv_id")
         since_seq = _since_seq(websocket.query_params.get("since_seq"))
-    except ApiError as exc:
+        # A socket never creates a conversation (security.md, bounds): only an accepted prompt does.
+        # Another user's conversation answers exactly as one that does not exist.
+        owner = await svc.conversations.owner_of(conv_id)
+        if owner is None or not (identity.admin or owner == identity.user_id):
+            raise ApiError(404, "unknown_conversation", f"no conversation {conv_id}")
+        if svc.sockets.get(identity.user_id, 0) >= svc.settings.max_sockets_per_user:
+            raise ApiError(
+                429,
+                "too_many_sockets",
+                f"{svc.settings.max_sockets_per_user} sockets of yours are already open; close one first",
+            )
+        conv = await svc.conversations.open(conv_id, create=False)
+    except (ApiError, ConversationNotFound) as exc:
+        if isinstance(exc, ConversationNotFound):
+            exc = ApiError(404, "unknown_conversation", f"no conversation {conv_id}")
         await websocket.send_text(json.dumps({"error": exc.message, "code": exc.code}))
         await websocket.close(code=1008)
         return
-    conv = await svc.conversations.open(conv_id, create=True)
+    user_id = identity.user_id
+    svc.sockets[user_id] = svc.sockets.get(user_id, 0) + 1
     # Subscribe first, then look at what is held: a frame published in between is in both, and the
     # forwarder skips what the replay already sent.
     subscription = conv.hub.subscribe()
@@ -88,6 +106,11 @@ async def stream(websocket: WebSocket) -> None:
     finally:
         conv.hub.unsubscribe(subscription)
         conv.last_activity_ms = _now_ms()
+        left = svc.sockets.get(user_id, 1) - 1
+        if left > 0:
+            svc.sockets[user_id] = left
+        else:
+            svc.sockets.pop(user_id, None)
 
 
 def _is_ping(text: str) -> bool:

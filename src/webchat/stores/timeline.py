@@ -67,6 +67,8 @@ class ConversationRecord:
     has_timeline: bool = True
     status: str = "active"
     last_error: str = ""
+    # Who created the conversation: set by its first accepted prompt and never changed afterwards.
+    owner_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,13 +138,17 @@ class TimelineStore(Protocol):
 
         ``created_at_ms`` is kept from the first insert; ``runtime_key``, ``session_id``, ``status`` and
         ``last_error`` are replaced only by a non-empty value (an empty pointer never clears the pointer);
-        ``last_activity_ms`` and ``last_seen_version`` only grow; ``has_timeline`` once set stays set.
+        ``last_activity_ms`` and ``last_seen_version`` only grow; ``has_timeline`` once set stays set;
+        ``owner_id`` is written by the insert only.
         """
 
     def get_conversation(self, conv_id: str) -> ConversationRecord | None: ...
 
-    def list_conversations(self, limit: int = 100, since_ms: int = 0) -> list[ConversationRecord]:
-        """Index rows with ``last_activity_ms >= since_ms``, newest activity first, ties by ``conv_id``."""
+    def list_conversations(
+        self, limit: int = 100, since_ms: int = 0, *, owner_id: str | None = None
+    ) -> list[ConversationRecord]:
+        """Index rows with ``last_activity_ms >= since_ms`` (and of ``owner_id``, when given), newest
+        activity first, ties by ``conv_id``."""
 
     def set_pointer(self, conv_id: str, runtime_key: str, at_ms: int) -> None:
         """Move the conversation pointer to a non-empty ``runtime_key`` (creating the row when missing)."""

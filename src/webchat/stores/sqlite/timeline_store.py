@@ -34,10 +34,11 @@ from webchat.stores.timeline import ConversationRecord, Entity, KindCount, Timel
 T = TypeVar("T")
 
 COMPONENT: Final = "timeline"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 SCHEMA_NAMES: Final = {
     1: "timeline entities, versions and conversation index",
     2: "durable prompt queue and seq reservations",
+    3: "conversation owners",
 }
 
 TABLES_DDL: Final = {
@@ -64,7 +65,8 @@ TABLES_DDL: Final = {
     last_seen_version INTEGER NOT NULL DEFAULT 0,
     has_timeline INTEGER NOT NULL DEFAULT 1,
     status TEXT NOT NULL DEFAULT 'active',
-    last_error TEXT NOT NULL DEFAULT ''
+    last_error TEXT NOT NULL DEFAULT '',
+    owner_id TEXT NOT NULL DEFAULT ''
 )""",
     # The highest seq a process may hand out for a conversation without writing here first: a seq is
     # reserved before any frame carries it, so no seq is ever reused, whatever fails afterwards.
@@ -117,6 +119,9 @@ COLUMNS: Final = {
         "has_timeline": ("INTEGER", "1"),
         "status": ("TEXT", "'active'"),
         "last_error": ("TEXT", "''"),
+        # The user whose request created the conversation ('' : created before users, or in local mode;
+        # such conversations belong to the first admin).
+        "owner_id": ("TEXT", "''"),
     },
     "timeline_seq_reservations": {"reserved": ("INTEGER", "0")},
     "webchat_prompts": {
@@ -153,6 +158,7 @@ INDEXES: Final = {
     "timeline_entities_by_created": "timeline_entities(conv_id, created_at_ms)",
     "timeline_conversations_by_last_activity": "timeline_conversations(last_activity_ms DESC, conv_id ASC)",
     "timeline_conversations_by_session": "timeline_conversations(session_id)",
+    "timeline_conversations_by_owner": "timeline_conversations(owner_id, last_activity_ms DESC, conv_id ASC)",
     # Idempotency is scoped to the user: one key names one prompt (scale-out.md §1).
     "webchat_prompts_by_idempotency_key": "webchat_prompts(user_id, idempotency_key)",
     "webchat_prompts_by_turn": "webchat_prompts(turn_id)",
@@ -165,7 +171,7 @@ UNIQUE_INDEXES: Final = frozenset({"webchat_prompts_by_idempotency_key", "webcha
 _ENTITY_SELECT: Final = "entity_id, kind, created_at_ms, updated_at_ms, version, entity_json"
 _CONVERSATION_SELECT: Final = (
     "conv_id, session_id, runtime_key, created_at_ms, last_activity_ms, last_seen_version, has_timeline, "
-    "status, last_error"
+    "status, last_error, owner_id"
 )
 
 _UPSERT_VERSION_SQL: Final = """
@@ -193,8 +199,8 @@ ON CONFLICT (conv_id) DO UPDATE SET
 """
 UPSERT_CONVERSATION_SQL: Final = """
 INSERT INTO timeline_conversations (conv_id, session_id, runtime_key, created_at_ms, last_activity_ms,
-                                    last_seen_version, has_timeline, status, last_error)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                    last_seen_version, has_timeline, status, last_error, owner_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (conv_id) DO UPDATE SET
     session_id = CASE WHEN excluded.session_id <> '' THEN excluded.session_id
                       ELSE timeline_conversations.session_id END,
@@ -336,7 +342,7 @@ def _entity(row: sqlite3.Row | tuple[Any, ...]) -> Entity:
 
 
 def _record(row: sqlite3.Row | tuple[Any, ...]) -> ConversationRecord:
-    conv_id, session_id, runtime_key, created, activity, seen, has_timeline, status, last_error = row
+    conv_id, session_id, runtime_key, created, activity, seen, has_timeline, status, last_error, owner = row
     return ConversationRecord(
         conv_id=str(conv_id),
         session_id=str(session_id),
@@ -347,6 +353,7 @@ def _record(row: sqlite3.Row | tuple[Any, ...]) -> ConversationRecord:
         has_timeline=bool(has_timeline),
         status=str(status) or "active",
         last_error=str(last_error),
+        owner_id=str(owner),
     )
 
 
@@ -363,6 +370,7 @@ def conversation_params(rec: ConversationRecord) -> tuple[Any, ...]:
         1 if rec.has_timeline else 0,
         rec.status.strip(),
         rec.last_error,
+        rec.owner_id,
     )
 
 
@@ -565,12 +573,19 @@ class SQLiteTimelineStore:
         row = self._read().execute(sql, (conv_id,)).fetchone()
         return _record(row) if row else None
 
-    def list_conversations(self, limit: int = 100, since_ms: int = 0) -> list[ConversationRecord]:
+    def list_conversations(
+        self, limit: int = 100, since_ms: int = 0, *, owner_id: str | None = None
+    ) -> list[ConversationRecord]:
+        where = "last_activity_ms >= ?"
+        params: list[Any] = [int(since_ms)]
+        if owner_id is not None:
+            where += " AND owner_id = ?"
+            params.append(owner_id)
         sql = (
             f"SELECT {_CONVERSATION_SELECT} FROM {self._src['timeline_conversations']} "
-            "WHERE last_activity_ms >= ? ORDER BY last_activity_ms DESC, conv_id ASC LIMIT ?"
+            f"WHERE {where} ORDER BY last_activity_ms DESC, conv_id ASC LIMIT ?"
         )
-        rows = self._read().execute(sql, (int(since_ms), max(0, int(limit))))
+        rows = self._read().execute(sql, (*params, max(0, int(limit))))
         return [_record(row) for row in rows]
 
     # -- inspection ---------------------------------------------------------------------------------

@@ -305,7 +305,7 @@ function EmptyState({ profiles, onExample }) {
   </div>`;
 }
 
-function Sidebar({ convs, convId, draftTitle, onOpen, onNew, debugApi, open, onClose }) {
+function Sidebar({ convs, convId, draftTitle, onOpen, onNew, debugApi, me, onSignOut, open, onClose }) {
   const now = Date.now();
   const items = convs.slice();
   if (convId && !items.some((c) => c.conv_id === convId)) {
@@ -351,6 +351,12 @@ function Sidebar({ convs, convId, draftTitle, onOpen, onNew, debugApi, open, onC
     <div class="sidebar-foot">
       ${debugApi ? html`<a href="/debug" data-testid="debug-link">Debug inspector</a>` : null}
       <a href="/help">Help</a>
+      ${me && me.mode === "team"
+        ? html`<span class="signed-in" data-testid="signed-in"
+            >Signed in as <strong>${me.username}</strong>${me.role === "admin" ? " (admin)" : ""}</span
+          >
+          <button type="button" class="btn btn-small" data-testid="sign-out" onClick=${onSignOut}>Sign out</button>`
+        : null}
     </div>
   </nav>`;
 }
@@ -363,6 +369,7 @@ function StatusLine({ status, stream, onReconnect }) {
     live: "live",
     reconnecting: `reconnecting${stream.retryInMs ? ` in ${Math.ceil(stream.retryInMs / 1000)} s` : "…"}`,
     closed: "closed",
+    missing: "not found",
   };
   return html`<span class=${"conn conn-" + status} data-testid="connection" data-status=${status}>
     <span class="dot" aria-hidden="true"></span>${labels[status] || status}
@@ -466,6 +473,7 @@ function App() {
   const [profiles, setProfiles] = useState([]);
   const [cookieKey, setCookieKey] = useState("");
   const [debugApi, setDebugApi] = useState(false);
+  const [me, setMe] = useState(null);
   const [convs, setConvs] = useState([]);
   const [convId, setConvId] = useState(convFromUrl());
   const [entities, setEntities] = useState([]);
@@ -496,11 +504,13 @@ function App() {
     installCodeCopy(document);
     (async () => {
       try {
-        const [profilesRes, cookieRes, health] = await Promise.all([
+        const [profilesRes, cookieRes, health, meRes] = await Promise.all([
           fetchJSON("/api/chat/profiles"),
           fetchJSON("/api/chat/profile").catch(() => null),
           fetchJSON("/healthz").catch(() => null),
+          fetchJSON("/api/auth/me").catch(() => null),
         ]);
+        if (meRes && meRes.body) setMe(meRes.body);
         setProfiles(profilesRes.body || []);
         if (cookieRes && cookieRes.body) setCookieKey(`${cookieRes.body.registry}/${cookieRes.body.profile}`);
         setDebugApi(Boolean(health && health.body && health.body.debug_api));
@@ -542,6 +552,10 @@ function App() {
         if (s.pointer) setPointer(s.pointer);
       },
       onFrame: (event) => {
+        if (event.type === "ws.error" && event.data && event.data.code === "unknown_conversation") {
+          setNotice("This conversation does not exist, or it is not yours.");
+          return;
+        }
         if (event.type === "llm.final" || event.type === "llm.error" || event.type === "chat.message") {
           clearTimeout(refreshTimer);
           refreshTimer = setTimeout(refreshConvs, 300);
@@ -592,6 +606,14 @@ function App() {
     return fallback ? profileKey(fallback) : "";
   }, [explicit, convId, pointer, convs, profiles, cookieKey]);
 
+  const signOut = async () => {
+    try {
+      await postJSON("/api/auth/logout", {});
+    } finally {
+      location.assign("/login");
+    }
+  };
+
   const onSelect = (key) => {
     setExplicit({ ...explicit, [convId || ""]: key });
     storeProfile(key);
@@ -624,14 +646,10 @@ function App() {
     if (!prompt || !prompt.trim() || sending) return;
     let id = retryOf ? retryOf.convId : convId;
     const fromDraft = !retryOf && text === draft;
-    if (!id) {
-      id = newId();
-      // The socket opens first: frames of the new conversation are never missed (and hydration
-      // would cover them anyway).
-      if (explicit[""]) setExplicit({ ...explicit, [id]: explicit[""], "": undefined });
-      setUrl(id);
-      setConvId(id);
-    }
+    // A new conversation exists once its first prompt is accepted: the socket opens after that (a socket
+    // never creates a conversation), and hydration brings the frames sent in between.
+    const isNew = !id;
+    if (isNew) id = newId();
     const selected = profiles.find((p) => profileKey(p) === (retryOf ? retryOf.profileKey : selectedKey));
     const request = {
       prompt,
@@ -650,6 +668,11 @@ function App() {
     try {
       const res = await postJSON("/chat", body);
       if (fromDraft) setDraft("");
+      if (isNew) {
+        if (explicit[""]) setExplicit({ ...explicit, [id]: explicit[""], "": undefined });
+        setUrl(id);
+        setConvId(id);
+      }
       // The request moved the conversation pointer (the runtime of the next prompt).
       if (res.body && res.body.runtime_key) {
         setPointer(res.body.runtime_key);
@@ -694,6 +717,8 @@ function App() {
       onOpen=${openConv}
       onNew=${newConv}
       debugApi=${debugApi}
+      me=${me}
+      onSignOut=${signOut}
       open=${sidebarOpen}
       onClose=${() => setSidebarOpen(false)}
     />

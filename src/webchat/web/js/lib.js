@@ -35,6 +35,10 @@ export async function fetchJSON(url, options = {}) {
     }
   }
   if (!response.ok) {
+    if (response.status === 401 && globalThis.location && location.pathname !== "/login") {
+      // Team mode, and the session is over (or was never there): sign in, then come back here.
+      location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+    }
     const message = (body && body.error) || `${response.status} ${response.statusText}`;
     throw new HttpError(response.status, (body && body.code) || "http_error", message);
   }

@@ -217,6 +217,13 @@ export class ConversationStream {
       }
       if (!frame || frame.sem !== true || !frame.event) {
         if (frame && frame.error) this.onFrame({ type: "ws.error", data: frame });
+        if (frame && frame.code === "unknown_conversation") {
+          // No such conversation (or another user's): retrying would not change that.
+          this.stopped = true;
+          clearTimeout(this.timer);
+          clearInterval(this.pingTimer);
+          this.setStatus("missing");
+        }
         return;
       }
       this.receive(frame.event, generation);

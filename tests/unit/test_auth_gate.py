@@ -1,0 +1,351 @@
+"""Team mode in process: the gate's per-route refusals, sign-in, sessions, per-user conversations and the
+bounds per user, against the real app with its real stores (users are added to the real auth.db with
+cheap argon2 parameters; the server verifies with the parameters each hash records)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
+
+from webchat.auth.passwords import make_hasher
+from webchat.auth.store import SQLiteAuthStore
+from webchat.server.app import create_app
+from webchat.server.auth import (
+    LOGIN_FAILURES_PER_ADDRESS,
+    LOGIN_FAILURES_PER_USER,
+    LOGIN_WINDOW_S,
+    CredentialCache,
+    Identity,
+    LoginThrottle,
+    admin_only,
+    is_open,
+    owner_scope,
+    session_cookie,
+)
+from webchat.server.settings import Settings
+
+BASE = "http://127.0.0.1:8080"
+WS = "ws://127.0.0.1:8080/ws"
+PASSWORD = "correct horse battery"
+
+
+def add_users(data: Path) -> dict[str, str]:
+    """root (admin), alice and bob; returns a bearer token per name."""
+    store = SQLiteAuthStore(data / "auth.db", hasher=make_hasher(1, 8192, 1))
+    try:
+        store.add_user("root", PASSWORD, admin=True)
+        store.add_user("alice", PASSWORD)
+        store.add_user("bob", PASSWORD)
+        return {name: store.create_token(name)[1] for name in ("root", "alice", "bob")}
+    finally:
+        store.close()
+
+
+def team_client(data: Path, **settings: Any) -> TestClient:
+    app = create_app(
+        Settings(data_dir=data, host="127.0.0.1", port=8080, auth="required", debug_api=True, **settings)
+    )
+    return TestClient(app, base_url=BASE)
+
+
+@pytest.fixture
+def tokens(tmp_path: Path) -> dict[str, str]:
+    return add_users(tmp_path / "data")
+
+
+@pytest.fixture
+def client(tmp_path: Path, tokens: dict[str, str]) -> Iterator[TestClient]:
+    with team_client(tmp_path / "data") as c:
+        yield c
+
+
+def bearer(tokens: dict[str, str], name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens[name]}"}
+
+
+def error(resp: Any) -> tuple[int, str]:
+    return resp.status_code, resp.json()["code"]
+
+
+# -- the route tables --------------------------------------------------------------------------------
+
+
+def test_open_routes_and_admin_routes() -> None:
+    for path in ("/healthz", "/login", "/help", "/help/x", "/api/help", "/api/help/x", "/static/js/chat.js"):
+        assert is_open(path), path
+    for path in ("/api/auth/login", "/api/auth/logout", "/api/auth/me", "/openapi.json", "/docs"):
+        assert is_open(path), path
+    for path in ("/", "/chat", "/ws", "/api/timeline", "/api/conversations", "/api/chat/profiles", "/debug"):
+        assert not is_open(path), path
+    assert not is_open("/helpx") and not is_open("/static") and not is_open("/api/helpx")
+    assert admin_only("/debug", "GET") and admin_only("/api/debug", "GET")
+    assert admin_only("/api/debug/conversations", "GET")
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        assert admin_only("/api/chat/profiles", method) and admin_only("/api/chat/profiles/x", method)
+        assert not admin_only("/api/chat/profile", method)  # a user's own profile cookie
+    assert not admin_only("/api/chat/profiles", "GET") and not admin_only("/api/chat/profiles/x", "GET")
+    assert not admin_only("/api/debugger", "GET") and not admin_only("/api/chat/profilesx", "POST")
+
+
+def test_session_cookie_is_found_among_others() -> None:
+    assert session_cookie("a=1; webchat_session=abc ; b=2") == "abc"
+    assert session_cookie("webchat_session=") == ""
+    assert session_cookie("xwebchat_session=abc") == ""
+    assert session_cookie("") == ""
+
+
+def test_owner_scope() -> None:
+    assert owner_scope(Identity("u_1", "alice", "user", "token")) == "u_1"
+    assert owner_scope(Identity("u_2", "root", "admin", "session")) is None
+
+
+def test_login_throttle_counts_per_username_and_per_address() -> None:
+    now = [1000.0]
+    throttle = LoginThrottle(clock=lambda: now[0])
+    for _ in range(LOGIN_FAILURES_PER_USER - 1):
+        throttle.failed("Alice", "10.0.0.1")
+    assert throttle.retry_after_s("alice", "10.0.0.1") == 0
+    throttle.failed("ALICE", "10.0.0.2")
+    wait = throttle.retry_after_s("alice", "10.0.0.3")
+    assert wait == int(LOGIN_WINDOW_S) + 1  # the oldest failure leaves the window in that many seconds
+    assert throttle.retry_after_s("bob", "10.0.0.1") == 0  # another name from the same address
+    now[0] += LOGIN_WINDOW_S
+    assert throttle.retry_after_s("alice", "10.0.0.3") == 0  # the window slid past them
+    # Per address: many names from one address.
+    for i in range(LOGIN_FAILURES_PER_ADDRESS):
+        throttle.failed(f"user{i}", "10.9.9.9")
+    assert throttle.retry_after_s("someone-new", "10.9.9.9") > 0
+    assert throttle.retry_after_s("someone-new", "10.9.9.8") == 0
+    # A success clears the username's count (not the address's).
+    for _ in range(LOGIN_FAILURES_PER_USER):
+        throttle.failed("carol", "10.1.1.1")
+    throttle.succeeded("Carol")
+    assert throttle.retry_after_s("carol", "10.1.1.2") == 0
+
+
+def test_credential_cache_expires_and_forgets() -> None:
+    cache = CredentialCache(ttl_s=60)
+    who = Identity("u", "alice", "user", "token")
+    assert cache.get("t:x") == (False, None)
+    cache.put("t:x", who)
+    cache.put("t:unknown", None)
+    assert cache.get("t:x") == (True, who)
+    assert cache.get("t:unknown") == (True, None)  # a refusal is cached too
+    cache.forget("t:x")
+    assert cache.get("t:x") == (False, None)
+    stale = CredentialCache(ttl_s=-1)
+    stale.put("t:x", who)
+    assert stale.get("t:x") == (False, None)
+    small = CredentialCache(ttl_s=60, max_entries=2)
+    small.put("a", who)
+    small.put("b", who)
+    small.put("c", who)
+    assert small.get("c") == (True, who) and len(small._entries) <= 2
+
+
+# -- the gate ----------------------------------------------------------------------------------------
+
+
+def test_anonymous_requests_reach_only_the_open_routes(client: TestClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/login").status_code == 200
+    assert client.get("/api/help").status_code == 200
+    for path in ("/api/conversations", "/api/timeline?conv_id=x", "/api/chat/profiles", "/api/debug/turns"):
+        assert error(client.get(path)) == (401, "unauthorized"), path
+    assert error(client.post("/chat", json={"prompt": "hi"})) == (401, "unauthorized")
+    page = client.get("/debug?x=1", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/login?next=%2Fdebug%3Fx%3D1"
+    assert client.get("/", follow_redirects=False).headers["location"] == "/login?next=%2F"
+    with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect(f"{WS}?conv_id=c"):
+        pass
+    assert (denied.value.status_code, denied.value.json()["code"]) == (401, "unauthorized")
+
+
+def test_tokens_users_and_admins(client: TestClient, tokens: dict[str, str]) -> None:
+    alice, root = bearer(tokens, "alice"), bearer(tokens, "root")
+    assert error(client.get("/api/conversations", headers={"Authorization": "Bearer nope"})) == (
+        401,
+        "invalid_token",
+    )
+    # An unknown token on an open route is not refused: the route is open.
+    assert client.get("/healthz", headers={"Authorization": "Bearer nope"}).status_code == 200
+    assert client.get("/api/auth/me", headers=alice).json() == {
+        "username": "alice",
+        "role": "user",
+        "mode": "team",
+    }
+    assert client.get("/api/chat/profiles", headers=alice).status_code == 200
+    assert client.get("/", headers=alice).status_code == 200
+    assert error(client.get("/api/debug/conversations", headers=alice)) == (403, "forbidden")
+    assert error(client.get("/debug", headers=alice)) == (403, "forbidden")
+    doc = {"slug": "p1", "runtime": {"engine": "offline"}}
+    assert error(client.post("/api/chat/profiles", json=doc, headers=alice)) == (403, "forbidden")
+    assert client.get("/api/debug/conversations", headers=root).status_code == 200
+    assert client.post("/api/chat/profiles", json=doc, headers=root).status_code == 201
+    # Basic auth or another scheme is no credential at all.
+    assert error(client.get("/api/conversations", headers={"Authorization": "Basic abc"})) == (
+        401,
+        "unauthorized",
+    )
+
+
+def test_the_debug_token_opens_the_debug_api_only(tmp_path: Path, tokens: dict[str, str]) -> None:
+    with team_client(tmp_path / "data", debug_token="s3cret") as c:
+        token = {"Authorization": "Bearer s3cret"}
+        assert c.get("/api/debug/conversations", headers=token).status_code == 200
+        assert error(c.get("/api/conversations", headers=token)) == (401, "invalid_token")
+        assert error(c.get("/api/debug/conversations", headers={"Authorization": "Bearer s3cre"})) == (
+            401,
+            "invalid_token",
+        )
+        # An admin needs no debug token; a user is refused with or without one.
+        assert c.get("/api/debug/conversations", headers=bearer(tokens, "root")).status_code == 200
+        assert error(c.get("/api/debug/conversations", headers=bearer(tokens, "bob"))) == (403, "forbidden")
+
+
+def test_local_mode_has_one_admin_and_no_sign_in(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=8080))
+    with TestClient(app, base_url=BASE) as c:
+        assert c.get("/api/auth/me").json() == {"username": "local", "role": "admin", "mode": "local"}
+        assert error(c.post("/api/auth/login", json={"username": "a", "password": "b"})) == (
+            409,
+            "local_mode",
+        )
+        assert c.get("/login", follow_redirects=False).headers["location"] == "/"
+        assert c.get("/api/conversations").status_code == 200
+
+
+# -- sign-in and sessions ------------------------------------------------------------------------------
+
+
+def test_sign_in_session_and_sign_out(client: TestClient) -> None:
+    assert error(client.post("/api/auth/login", json={"username": "alice", "password": "wrong one"})) == (
+        401,
+        "invalid_credentials",
+    )
+    assert error(client.post("/api/auth/login", json={"username": "nobody", "password": PASSWORD})) == (
+        401,
+        "invalid_credentials",
+    )
+    ok = client.post("/api/auth/login", json={"username": "ALICE", "password": PASSWORD})
+    assert ok.json() == {"username": "alice", "role": "user", "mode": "team"}
+    attributes = [a.strip().lower() for a in ok.headers["set-cookie"].split(";")]
+    assert "httponly" in attributes and "samesite=lax" in attributes and "path=/" in attributes
+    assert "secure" not in attributes
+    assert client.get("/api/auth/me").json()["username"] == "alice"
+    assert client.get("/api/conversations").status_code == 200
+    session = client.cookies["webchat_session"]
+    out = client.post("/api/auth/logout", json={})
+    assert out.json() == {"signed_out": True}
+    client.cookies.set("webchat_session", session)
+    assert error(client.get("/api/auth/me")) == (401, "unauthorized")
+
+
+def test_sign_in_over_https_sets_a_secure_cookie(tmp_path: Path, tokens: dict[str, str]) -> None:
+    app = create_app(Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=8080, auth="required"))
+    with TestClient(app, base_url="https://127.0.0.1:8080") as c:
+        ok = c.post("/api/auth/login", json={"username": "bob", "password": PASSWORD})
+        assert "secure" in [a.strip().lower() for a in ok.headers["set-cookie"].split(";")]
+
+
+def test_failed_sign_ins_get_429_with_retry_after(client: TestClient) -> None:
+    for _ in range(LOGIN_FAILURES_PER_USER):
+        bad = client.post("/api/auth/login", json={"username": "bob", "password": "bad password"})
+        assert error(bad) == (401, "invalid_credentials")
+    limited = client.post("/api/auth/login", json={"username": "bob", "password": PASSWORD})
+    assert error(limited) == (429, "too_many_attempts")
+    # Even the right password waits: the window is counted from the oldest failure.
+    assert 1 <= int(limited.headers["retry-after"]) <= int(LOGIN_WINDOW_S) + 1
+
+
+# -- per-user conversations -----------------------------------------------------------------------------
+
+
+def test_another_users_conversation_is_a_404_everywhere(client: TestClient, tokens: dict[str, str]) -> None:
+    alice, bob, root = bearer(tokens, "alice"), bearer(tokens, "bob"), bearer(tokens, "root")
+    made = client.post("/chat", json={"prompt": "mine", "conv_id": "c-alice"}, headers=alice)
+    assert made.status_code == 200
+    assert error(client.get("/api/timeline", params={"conv_id": "c-alice"}, headers=bob)) == (
+        404,
+        "unknown_conversation",
+    )
+    steer = client.post("/chat", json={"prompt": "yours now", "conv_id": "c-alice"}, headers=bob)
+    assert error(steer) == (404, "unknown_conversation")
+    with client.websocket_connect(f"{WS}?conv_id=c-alice", headers=bob) as ws:
+        assert ws.receive_json() == {"error": "no conversation c-alice", "code": "unknown_conversation"}
+    listed = client.get("/api/conversations", headers=bob).json()["items"]
+    assert [i["conv_id"] for i in listed] == []
+    assert [i["conv_id"] for i in client.get("/api/conversations", headers=alice).json()["items"]] == [
+        "c-alice"
+    ]
+    assert client.get("/api/timeline", params={"conv_id": "c-alice"}, headers=alice).status_code == 200
+    assert client.get("/api/timeline", params={"conv_id": "c-alice"}, headers=root).status_code == 200
+    with client.websocket_connect(f"{WS}?conv_id=c-alice", headers=alice) as ws:
+        assert ws.receive_json()["event"]["type"] == "ws.hello"
+    # Bob may not claim an id alice uses, and his own conversations are his.
+    own = client.post("/chat", json={"prompt": "bob's", "conv_id": "c-bob"}, headers=bob)
+    assert own.status_code == 200
+    assert [i["conv_id"] for i in client.get("/api/conversations", headers=bob).json()["items"]] == ["c-bob"]
+    everyone = {i["conv_id"] for i in client.get("/api/conversations", headers=root).json()["items"]}
+    assert everyone == {"c-alice", "c-bob"}
+
+
+def test_a_socket_never_creates_a_conversation(client: TestClient, tokens: dict[str, str]) -> None:
+    root = bearer(tokens, "root")
+    for i in range(5):
+        with client.websocket_connect(f"{WS}?conv_id=made-up-{i}", headers=root) as ws:
+            assert ws.receive_json()["code"] == "unknown_conversation"
+    assert client.get("/healthz").json()["live_conversations"] == 0
+    assert client.get("/api/debug/conversations", headers=root).json()["items"] == []
+
+
+def test_conversations_and_sockets_per_user_are_bounded(tmp_path: Path, tokens: dict[str, str]) -> None:
+    with team_client(tmp_path / "data", max_conversations_per_user=2, max_sockets_per_user=1) as c:
+        alice, bob = bearer(tokens, "alice"), bearer(tokens, "bob")
+        assert c.post("/chat", json={"prompt": "1", "conv_id": "a1"}, headers=alice).status_code == 200
+        assert c.post("/chat", json={"prompt": "2", "conv_id": "a2"}, headers=alice).status_code == 200
+        third = c.post("/chat", json={"prompt": "3", "conv_id": "a3"}, headers=alice)
+        assert error(third) == (429, "too_many_conversations")
+        # Her live conversations still take prompts; bob has his own allowance.
+        assert c.post("/chat", json={"prompt": "4", "conv_id": "a1"}, headers=alice).status_code in (200, 202)
+        assert c.post("/chat", json={"prompt": "5", "conv_id": "b1"}, headers=bob).status_code == 200
+        with c.websocket_connect(f"{WS}?conv_id=a1", headers=alice) as first:
+            assert first.receive_json()["event"]["type"] == "ws.hello"
+            with c.websocket_connect(f"{WS}?conv_id=a2", headers=alice) as second:
+                assert second.receive_json() == {
+                    "error": "1 sockets of yours are already open; close one first",
+                    "code": "too_many_sockets",
+                }
+            with c.websocket_connect(f"{WS}?conv_id=b1", headers=bob) as other:
+                assert other.receive_json()["event"]["type"] == "ws.hello"
+        # Closing the socket gives the allowance back.
+        with c.websocket_connect(f"{WS}?conv_id=a2", headers=alice) as again:
+            assert again.receive_json()["event"]["type"] == "ws.hello"
+
+
+def test_profile_writes_name_only_allowed_key_variables(client: TestClient, tokens: dict[str, str]) -> None:
+    root = bearer(tokens, "root")
+    doc = {
+        "slug": "leaky",
+        "runtime": {
+            "engine": "openai",
+            "model": "m",
+            "base_url": "http://127.0.0.1:9/v1",
+            "api_key_env": "HOME",
+        },
+    }
+    resp = client.post("/api/chat/profiles", json=doc, headers=root)
+    assert error(resp) == (400, "api_key_env_not_allowed")
+    assert "HOME" in resp.json()["error"] and "--provider-key-env" in resp.json()["error"]
+    doc["runtime"]["api_key_env"] = "OPENAI_API_KEY"
+    assert client.post("/api/chat/profiles", json=doc, headers=root).status_code == 201
+    patch = {"expected_version": 1, "runtime": {"api_key_env": "PATH"}}
+    assert error(client.patch("/api/chat/profiles/leaky", json=patch, headers=root)) == (
+        400,
+        "api_key_env_not_allowed",
+    )
