@@ -5,6 +5,9 @@
    cheap parameters the unit tests use (t=1, m=8 MiB, p=1).
 2. ``principal_for_token`` on a real auth.db (one SHA-256 and one indexed lookup; what every API request
    with a Bearer token costs). Baseline: ``get_user`` (one indexed lookup, no digest).
+3. ``POST /api/auth/login`` against a real ``web-chat serve --auth required`` on 127.0.0.1, the user made by
+   ``web-chat users add`` (default parameters): what signing in takes for a person. Baseline: ``GET
+   /healthz`` on the same server.
 
 Each figure is the median of several runs. Run ``.venv/bin/python bench/auth.py``; the machine may be
 shared, so read the figures against their baselines.
@@ -12,7 +15,10 @@ shared, so read the figures against their baselines.
 
 from __future__ import annotations
 
+import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import httpx
 from argon2 import PasswordHasher
 
 from webchat.auth.passwords import hash_password, make_hasher, verify_password
@@ -67,6 +74,67 @@ def main() -> None:
             store.close()
     print(f"[2] principal_for_token: {token * 1000:.1f} us per call")
     print(f"    baseline, get_user:  {lookup * 1000:.1f} us per call")
+    signing_in, health = login_latency(runs)
+    print(f"[3] POST /api/auth/login on a real server: median of {runs} {signing_in:.1f} ms")
+    print(f"    baseline, GET /healthz on the same server: {health:.2f} ms")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def login_latency(runs: int) -> tuple[float, float]:
+    """Median ms of a sign-in and of GET /healthz against a real team-mode server."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        env = dict(os.environ, WEBCHAT_DATA_DIR=str(data))
+        cli = [sys.executable, "-m", "webchat"]
+        subprocess.run(
+            [*cli, "users", "add", "alice", "--password-stdin"],
+            input=PASSWORD + "\n",
+            text=True,
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        subprocess.run(
+            [*cli, "users", "add", "root", "--admin", "--password-stdin"],
+            input=PASSWORD + "\n",
+            text=True,
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        port = free_port()
+        argv = [*cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--auth", "required"]
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(base + "/healthz", timeout=1).json().get("status") == "ok":
+                        break
+                except (httpx.HTTPError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the server did not start")
+                time.sleep(0.1)
+            with httpx.Client(base_url=base, timeout=30) as client:
+                body = {"username": "alice", "password": PASSWORD}
+
+                def login() -> None:
+                    client.post("/api/auth/login", json=body).raise_for_status()
+
+                login()  # warm-up
+                signing_in = median_ms(login, runs)
+                health = median_ms(lambda: client.get("/healthz").raise_for_status(), runs * 20)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    return signing_in, health
 
 
 if __name__ == "__main__":

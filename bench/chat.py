@@ -15,6 +15,10 @@ Every figure is printed next to a baseline measured in the same run:
     closed) and after they are evicted (WEBCHAT_IDLE_EVICT_S short; the server's eviction loop runs every
     30 s, so this waits up to ~70 s). Target: < 200 MB with 1,000 idle conversations.
 
+[4] The [1] measurement against a team-mode server (``--auth required``) with ``Authorization: Bearer``
+    (a token made by ``web-chat tokens create``), next to the same against a local-mode server, in the same
+    run, interleaved. Target: p50 within 0.5 ms of local mode.
+
 Targets are reported as PASS/FAIL lines, never asserted: the exit status is 0 unless the benchmark crashes.
 Run ``.venv/bin/python bench/chat.py [--quick]``.
 """
@@ -162,13 +166,13 @@ def spawn(argv: list[str], port: int, log_path: Path, env: dict[str, str]) -> It
 
 
 def webchat_server(
-    tmp: Path, name: str, extra_env: dict[str, str] | None = None
+    tmp: Path, name: str, extra_env: dict[str, str] | None = None, *extra_args: str
 ) -> contextlib.AbstractContextManager[Proc]:
     port = free_port()
     data_dir = tmp / name
-    data_dir.mkdir(parents=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, WEBCHAT_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", **(extra_env or {}))
-    argv = [sys.executable, "-m", "webchat", "serve", "--host", HOST, "--port", str(port)]
+    argv = [sys.executable, "-m", "webchat", "serve", "--host", HOST, "--port", str(port), *extra_args]
     return spawn(argv, port, tmp / f"{name}.log", env)
 
 
@@ -179,9 +183,9 @@ def echo_server(tmp: Path) -> contextlib.AbstractContextManager[Proc]:
     return spawn([sys.executable, str(script), str(port)], port, tmp / "echo.log", dict(os.environ))
 
 
-def http_client(base_url: str, conns: int) -> httpx.AsyncClient:
+def http_client(base_url: str, conns: int, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=conns, max_keepalive_connections=conns)
-    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=TURN_TIMEOUT_S)
+    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=TURN_TIMEOUT_S, headers=headers)
 
 
 # -- one chat turn ----------------------------------------------------------------------------------------
@@ -200,8 +204,16 @@ class Turn:
     error: str = ""
 
 
-async def open_socket(ws_url: str, conv_id: str) -> ClientConnection:
-    ws = await connect(f"{ws_url}/ws?conv_id={conv_id}", open_timeout=TURN_TIMEOUT_S, max_queue=None)
+async def open_socket(
+    ws_url: str, conv_id: str, since_seq: int | None = None, headers: dict[str, str] | None = None
+) -> ClientConnection:
+    resume = f"&since_seq={since_seq}" if since_seq is not None else ""
+    ws = await connect(
+        f"{ws_url}/ws?conv_id={conv_id}{resume}",
+        open_timeout=TURN_TIMEOUT_S,
+        max_queue=None,
+        additional_headers=headers,
+    )
     async with asyncio.timeout(TURN_TIMEOUT_S):
         hello = json.loads(await ws.recv())
     if hello.get("event", {}).get("type") != "ws.hello":
@@ -221,6 +233,40 @@ async def chat_turn(http: httpx.AsyncClient, ws: ClientConnection, conv_id: str,
 
     t0 = time.perf_counter()
     task = asyncio.create_task(post())
+    return await read_turn(ws, turn, t0, task, posted)
+
+
+async def first_chat_turn(
+    http: httpx.AsyncClient, ws_url: str, conv_id: str, prompt: str, headers: dict[str, str] | None = None
+) -> tuple[Turn, ClientConnection | None]:
+    """A new conversation's first turn, as a client must do it: the prompt creates the conversation, then
+    the socket opens with since_seq=0 and gets that turn's frames replayed and then live. The clock
+    starts before the POST, so the socket's opening counts in the first-delta latency."""
+    turn = Turn()
+    posted: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        resp = await http.post("/chat", json={"prompt": prompt, "conv_id": conv_id, "profile": PROFILE})
+        posted["t"] = time.perf_counter()
+        ws = await open_socket(ws_url, conv_id, since_seq=0, headers=headers)
+    except Exception as exc:
+        turn.error = f"{type(exc).__name__}: {exc}"
+        return turn, None
+
+    async def answered() -> httpx.Response:
+        return resp
+
+    return await read_turn(ws, turn, t0, asyncio.create_task(answered()), posted), ws
+
+
+async def read_turn(
+    ws: ClientConnection,
+    turn: Turn,
+    t0: float,
+    task: asyncio.Task[httpx.Response],
+    posted: dict[str, float],
+) -> Turn:
+    """Read the socket until the turn's llm.final (or an error), timing its frames from ``t0``."""
     delta_turn = final_turn = ""
     try:
         async with asyncio.timeout(TURN_TIMEOUT_S):
@@ -288,12 +334,17 @@ async def echo_baseline(echo: Proc, n: int) -> tuple[list[float], list[float]]:
     return ws_rtt, post_rtt
 
 
-async def first_token(srv: Proc, n: int, convs: int) -> list[Turn]:
+async def first_token(srv: Proc, n: int, convs: int, headers: dict[str, str] | None = None) -> list[Turn]:
     warmup = 5 * convs
     turns: list[Turn] = []
     ids = [str(uuid.uuid4()) for _ in range(convs)]
-    async with http_client(srv.base_url, convs + 2) as http:
-        sockets = [await open_socket(srv.ws_url, cid) for cid in ids]
+    async with http_client(srv.base_url, convs + 2, headers) as http:
+        sockets = []
+        for cid in ids:
+            first, ws = await first_chat_turn(http, srv.ws_url, cid, "hello", headers)
+            if ws is None:
+                raise RuntimeError(f"could not start a conversation: {first.error}")
+            sockets.append(ws)
         try:
             async with asyncio.timeout(300):
                 for i in range(warmup + n):
@@ -340,6 +391,47 @@ def report_first_token(turns: list[Turn], ws_rtt: list[float], post_rtt: list[fl
     verdict(pct(lat, 99) <= 25.0, f"[1] first-delta p99 <= 25 ms (raw {pct(lat, 99):.2f} ms)")
 
 
+# -- [4] authentication ----------------------------------------------------------------------------------
+
+
+def team_token(data_dir: Path) -> str:
+    """An admin and an API token made by the real CLI in ``data_dir``; returns the token."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, WEBCHAT_DATA_DIR=str(data_dir))
+    base = [sys.executable, "-m", "webchat"]
+    subprocess.run(
+        [*base, "users", "add", "bench", "--admin", "--password-stdin", "--data-dir", str(data_dir)],
+        input="bench-password-1\n",
+        text=True,
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    made = subprocess.run(
+        [*base, "tokens", "create", "bench", "--data-dir", str(data_dir)],
+        text=True,
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    return made.stdout.strip().splitlines()[-1]
+
+
+def report_auth(local: list[Turn], team: list[Turn]) -> None:
+    lat_local = [t.first_delta_ms for t in local if not t.error]
+    lat_team = [t.first_delta_ms for t in team if not t.error]
+    errors = sum(1 for t in local + team if t.error)
+    print("[4] first token with a bearer token (team mode, --auth required) against local mode, same run")
+    print(f"    team mode, Authorization: Bearer  {summary(lat_team)}")
+    print(f"    baseline local mode (no sign-in)   {summary(lat_local)}")
+    d50 = pct(lat_team, 50) - pct(lat_local, 50)
+    d99 = pct(lat_team, 99) - pct(lat_local, 99)
+    print(f"    difference: p50 {d50:+.2f} ms  p99 {d99:+.2f} ms   errors: {errors}")
+    verdict(
+        d50 <= 0.5 and not errors, f"[4] bearer-token first-delta p50 within 0.5 ms of local ({d50:+.2f} ms)"
+    )
+
+
 # -- [2] concurrency --------------------------------------------------------------------------------------
 
 
@@ -350,29 +442,25 @@ class ConvRun:
     ws_error: str = ""
 
 
-async def open_conversation(srv: Proc) -> tuple[ConvRun, ClientConnection | None]:
-    run = ConvRun(str(uuid.uuid4()))
-    try:
-        return run, await open_socket(srv.ws_url, run.conv_id)
-    except Exception as exc:
-        run.ws_error = f"{type(exc).__name__}: {exc}"
-        return run, None
-
-
-async def one_conversation(
-    http: httpx.AsyncClient, run: ConvRun, ws: ClientConnection | None, turns: int
-) -> None:
+async def one_conversation(http: httpx.AsyncClient, ws_url: str, run: ConvRun, turns: int) -> None:
+    # The first prompt creates the conversation; its socket opens right after (a socket never does).
+    first, ws = await first_chat_turn(http, ws_url, run.conv_id, "conversation turn 0: tell me something")
+    run.turns.append(first)
     if ws is None:
+        run.ws_error = first.error
         return
     try:
-        await conversation_turns(http, run, ws, turns)
+        if not first.error:
+            await conversation_turns(http, run, ws, turns, start=1)
     finally:
         with contextlib.suppress(Exception):
             await ws.close()
 
 
-async def conversation_turns(http: httpx.AsyncClient, run: ConvRun, ws: ClientConnection, turns: int) -> None:
-    for i in range(turns):
+async def conversation_turns(
+    http: httpx.AsyncClient, run: ConvRun, ws: ClientConnection, turns: int, start: int = 0
+) -> None:
+    for i in range(start, turns):
         turn = await chat_turn(http, ws, run.conv_id, f"conversation turn {i}: tell me something")
         run.turns.append(turn)
         if turn.error:
@@ -422,23 +510,22 @@ async def verify_snapshots(http: httpx.AsyncClient, runs: list[ConvRun]) -> dict
 async def concurrency(srv: Proc, convs: int, turns: int, label: str = "") -> tuple[float, float, float]:
     async with http_client(srv.base_url, convs + 8) as http:
         async with asyncio.timeout(600):
-            opened = await asyncio.gather(*(open_conversation(srv) for _ in range(convs)))
-            runs = [run for run, _ in opened]
+            runs = [ConvRun(str(uuid.uuid4())) for _ in range(convs)]
             # One keep-alive connection per conversation, as a browser tab has, made before the clock
             # starts (an httpx client costs milliseconds of this process's CPU to create). One pool shared
             # by all conversations spent most of this process's CPU scanning its 200 connections
             # (httpcore), so the figures measured the client, not the server.
-            clients = [http_client(srv.base_url, 1) for _ in opened]
+            clients = [http_client(srv.base_url, 1) for _ in runs]
             try:
                 t0 = time.perf_counter()
-                pairs = zip(clients, opened, strict=True)
-                await asyncio.gather(*(one_conversation(c, run, ws, turns) for c, (run, ws) in pairs))
+                pairs = zip(clients, runs, strict=True)
+                await asyncio.gather(*(one_conversation(c, srv.ws_url, run, turns) for c, run in pairs))
                 wall = time.perf_counter() - t0
             finally:
                 await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
         problems = await verify_snapshots(http, runs)
     all_turns = [t for r in runs for t in r.turns]
-    errors = [t.error for t in all_turns if t.error] + [r.ws_error for r in runs if r.ws_error]
+    errors = [t.error for t in all_turns if t.error]
     missing = convs * turns - len(all_turns)
     ok = [t for t in all_turns if not t.error]
     lat = [t.first_delta_ms for t in ok]
@@ -490,16 +577,12 @@ async def memory(srv: Proc, convs: int, started: float, max_wait_s: float) -> No
     async def one(i: int) -> None:
         conv_id = str(uuid.uuid4())
         async with sem:
-            try:
-                ws = await open_socket(srv.ws_url, conv_id)
-            except Exception as exc:
-                errors.append(f"{type(exc).__name__}: {exc}")
-                return
-            try:
-                turn = await chat_turn(http, ws, conv_id, f"hello, this is idle conversation {i}")
-                if turn.error:
-                    errors.append(turn.error)
-            finally:
+            turn, ws = await first_chat_turn(
+                http, srv.ws_url, conv_id, f"hello, this is idle conversation {i}"
+            )
+            if turn.error:
+                errors.append(turn.error)
+            if ws is not None:
                 await ws.close()
 
     async with http_client(srv.base_url, 40) as http:
@@ -550,8 +633,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer turns and conversations")
     parser.add_argument(
         "--only",
-        default="first-token,concurrency,memory",
-        help="comma-separated sections to run: first-token, concurrency, memory",
+        default="first-token,auth,concurrency,memory",
+        help="comma-separated sections to run: first-token, auth, concurrency, memory",
     )
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -570,6 +653,21 @@ def main() -> None:
             with webchat_server(tmp, "first-token") as srv:
                 turns = asyncio.run(first_token(srv, n_first, 5))
             report_first_token(turns, ws_rtt, post_rtt)
+            print(f"    machine {load()}")
+            print()
+        if "auth" in only:
+            token = team_token(tmp / "auth-team")
+            # Interleaved, so that both see the same machine: local, team, local, team.
+            local_turns: list[Turn] = []
+            team_turns: list[Turn] = []
+            for _ in range(2):
+                with webchat_server(tmp, "auth-local") as srv:
+                    local_turns += asyncio.run(first_token(srv, n_first // 2, 5))
+                with webchat_server(tmp, "auth-team", None, "--auth", "required") as srv:
+                    team_turns += asyncio.run(
+                        first_token(srv, n_first // 2, 5, {"Authorization": f"Bearer {token}"})
+                    )
+            report_auth(local_turns, team_turns)
             print(f"    machine {load()}")
             print()
         if "concurrency" in only:
