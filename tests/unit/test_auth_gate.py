@@ -23,6 +23,7 @@ from webchat.server.auth import (
     Identity,
     LoginThrottle,
     admin_only,
+    is_debug_path,
     is_open,
     owner_scope,
     session_cookie,
@@ -84,6 +85,8 @@ def test_open_routes_and_admin_routes() -> None:
         assert not is_open(path), path
     assert not is_open("/helpx") and not is_open("/static") and not is_open("/api/helpx")
     assert admin_only("/debug", "GET") and admin_only("/api/debug", "GET")
+    assert is_debug_path("/api/debug") and is_debug_path("/api/debug/turns")
+    assert not is_debug_path("/api/debugx") and not is_debug_path("/debug")
     assert admin_only("/api/debug/conversations", "GET")
     for method in ("POST", "PUT", "PATCH", "DELETE"):
         assert admin_only("/api/chat/profiles", method) and admin_only("/api/chat/profiles/x", method)
@@ -94,6 +97,8 @@ def test_open_routes_and_admin_routes() -> None:
 
 def test_session_cookie_is_found_among_others() -> None:
     assert session_cookie("a=1; webchat_session=abc ; b=2") == "abc"
+    assert session_cookie("a=1;webchat_session=abc;b=2") == "abc"  # browsers may omit the spaces
+    assert session_cookie("webchat_session=a=b=") == "a=b="  # only the first "=" splits
     assert session_cookie("webchat_session=") == ""
     assert session_cookie("xwebchat_session=abc") == ""
     assert session_cookie("") == ""
@@ -107,15 +112,19 @@ def test_owner_scope() -> None:
 def test_login_throttle_counts_per_username_and_per_address() -> None:
     now = [1000.0]
     throttle = LoginThrottle(clock=lambda: now[0])
+    # One failure a second: 1000, 1001, 1002, 1003 (from one address), then 1004 (from another).
     for _ in range(LOGIN_FAILURES_PER_USER - 1):
         throttle.failed("Alice", "10.0.0.1")
+        now[0] += 1
     assert throttle.retry_after_s("alice", "10.0.0.1") == 0
     throttle.failed("ALICE", "10.0.0.2")
-    wait = throttle.retry_after_s("alice", "10.0.0.3")
-    assert wait == int(LOGIN_WINDOW_S) + 1  # the oldest failure leaves the window in that many seconds
+    # The oldest failure (1000) decides: it leaves the window first, 296 s from now (1004).
+    assert throttle.retry_after_s("alice", "10.0.0.3") == int(LOGIN_WINDOW_S) - 4 + 1
     assert throttle.retry_after_s("bob", "10.0.0.1") == 0  # another name from the same address
-    now[0] += LOGIN_WINDOW_S
-    assert throttle.retry_after_s("alice", "10.0.0.3") == 0  # the window slid past them
+    now[0] = 1000 + LOGIN_WINDOW_S - 0.25
+    assert throttle.retry_after_s("alice", "10.0.0.3") == 1  # a quarter second left: still 1 s
+    now[0] = 1000 + LOGIN_WINDOW_S
+    assert throttle.retry_after_s("alice", "10.0.0.3") == 0  # the oldest left: four failures remain
     # Per address: many names from one address.
     for i in range(LOGIN_FAILURES_PER_ADDRESS):
         throttle.failed(f"user{i}", "10.9.9.9")
