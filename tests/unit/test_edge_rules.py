@@ -4,6 +4,7 @@ per-conversation queue, and an empty ``--host`` meaning every interface, never l
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from webchat.server.app import create_app
-from webchat.server.edge import host_name, normal_origin
+from webchat.server.edge import host_name, normal_origin, refuse
 from webchat.server.settings import Settings, is_loopback
 
 BASE = "http://127.0.0.1:8080"
@@ -191,3 +192,34 @@ def test_an_empty_host_is_every_interface_not_loopback() -> None:
         Settings(host="", auth="local").validate_security()
     assert Settings(host="127.0.0.1").mode == "local"
     assert Settings(host="127.0.0.1", auth="required").mode == "team"
+
+
+# -- the refusal itself -----------------------------------------------------------------------------------
+
+
+def _refusal(scope: dict[str, Any]) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(refuse(scope, send, 403, "invalid_origin", "origin 'x' is not allowed"))
+    return sent
+
+
+def test_a_refusal_is_a_complete_json_response() -> None:
+    body = b'{"error": "origin \'x\' is not allowed", "code": "invalid_origin"}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    assert _refusal({"type": "http"}) == [
+        {"type": "http.response.start", "status": 403, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    ]
+    # A socket upgrade: answered with an HTTP response when the server can (denial-response extension)...
+    denied = {"type": "websocket", "extensions": {"websocket.http.response": {}}}
+    assert _refusal(denied) == [
+        {"type": "websocket.http.response.start", "status": 403, "headers": headers},
+        {"type": "websocket.http.response.body", "body": body},
+    ]
+    # ...and closed before it is accepted when it cannot (the server then answers 403 itself).
+    assert _refusal({"type": "websocket", "extensions": {}}) == [{"type": "websocket.close", "code": 1008}]
+    assert _refusal({"type": "websocket"}) == [{"type": "websocket.close", "code": 1008}]
