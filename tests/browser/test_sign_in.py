@@ -3,12 +3,8 @@ its URL, is refused without showing a word of it."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,32 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import open_probe
-from tests.e2e.conftest import Server, start_server
-
-PASSWORDS = {"root": "root-password-1", "alice": "alice-password-1", "bob": "bob-password-1"}
-
-
-def add_user(data: Path, name: str, *, admin: bool = False) -> None:
-    args = [
-        sys.executable,
-        "-m",
-        "webchat",
-        "users",
-        "add",
-        name,
-        "--password-stdin",
-        "--data-dir",
-        str(data),
-    ]
-    done = subprocess.run(
-        [*args, *(["--admin"] if admin else [])],
-        input=PASSWORDS[name] + "\n",
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, WEBCHAT_DATA_DIR=str(data)),
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+from tests.e2e.conftest import PASSWORDS, Server, add_user, start_server
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,36 @@ def start_server(
     raise RuntimeError(f"server did not become healthy:\n{server.log()}")
 
 
+# Users the team-mode tests make with the real CLI, and their passwords.
+PASSWORDS = {"root": "root-password-1", "alice": "alice-password-1", "bob": "bob-password-1"}
+
+
+def cli(data: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run ``web-chat ARGS`` on the data dir ``data``."""
+    env = dict(os.environ, WEBCHAT_DATA_DIR=str(data))
+    return subprocess.run(
+        [sys.executable, "-m", "webchat", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def add_user(data: Path, name: str, *, admin: bool = False, password: str | None = None) -> None:
+    args = ["users", "add", name, "--password-stdin", "--data-dir", str(data)]
+    done = cli(data, *args, *(["--admin"] if admin else []), stdin=(password or PASSWORDS[name]) + "\n")
+    assert done.returncode == 0, done.stderr
+
+
+def new_token(data: Path, name: str) -> str:
+    """A token made by ``web-chat tokens create`` (the last line of its stdout)."""
+    done = cli(data, "tokens", "create", name, "--label", "tests", "--data-dir", str(data))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     srv = start_server(tmp_path / "data")

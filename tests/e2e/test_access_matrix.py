@@ -20,33 +20,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.e2e.conftest import Server, free_port, start_server
-
-PASSWORDS = {"root": "root-password-1", "alice": "alice-password-1", "bob": "bob-password-1"}
-
-
-def cli(data: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, WEBCHAT_DATA_DIR=str(data))
-    return subprocess.run(
-        [sys.executable, "-m", "webchat", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-
-
-def add_user(data: Path, name: str, *, admin: bool = False) -> None:
-    args = ["users", "add", name, "--password-stdin", "--data-dir", str(data)]
-    done = cli(data, *args, *(["--admin"] if admin else []), stdin=PASSWORDS[name] + "\n")
-    assert done.returncode == 0, done.stderr
-
-
-def new_token(data: Path, name: str) -> str:
-    done = cli(data, "tokens", "create", name, "--label", "tests", "--data-dir", str(data))
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[-1]
+from tests.e2e.conftest import PASSWORDS, Server, add_user, cli, free_port, new_token, start_server
 
 
 class Team:

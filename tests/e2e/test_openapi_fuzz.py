@@ -15,9 +15,6 @@ with a curl command each.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +28,7 @@ from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.core.result import Ok
 from schemathesis.generation.modes import GenerationMode
 
-from tests.e2e.conftest import Server, start_server
+from tests.e2e.conftest import Server, add_user, new_token, start_server
 
 MAX_EXAMPLES = 25
 SQLITE_INT_MAX = 2**63 - 1
@@ -62,19 +59,8 @@ def team_fuzz_server(tmp_path: Path) -> Iterator[tuple[Server, str]]:
     """A team-mode server (--auth required) and an admin's bearer token made by the real CLI."""
     data = tmp_path / "team"
     data.mkdir()
-    env = dict(os.environ, WEBCHAT_DATA_DIR=str(data))
-    cli = [sys.executable, "-m", "webchat"]
-    subprocess.run(
-        [*cli, "users", "add", "fuzz", "--admin", "--password-stdin"],
-        input="fuzz-password-1\n",
-        text=True,
-        check=True,
-        capture_output=True,
-        env=env,
-    )
-    token = subprocess.run(
-        [*cli, "tokens", "create", "fuzz"], text=True, check=True, capture_output=True, env=env
-    ).stdout.splitlines()[-1]
+    add_user(data, "fuzz", admin=True, password="fuzz-password-1")
+    token = new_token(data, "fuzz")
     srv = start_server(data, "--auth", "required", "--debug-api")
     try:
         yield srv, token

@@ -130,7 +130,7 @@ class TokenInfo:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request is. via: "token" | "session"."""
+    """Who a request is. via: "token" | "session" (the server adds "local" and "debug_token")."""
 
     user_id: str
     username: str

@@ -55,6 +55,12 @@ INTERRUPTED = "interrupted"
 INTERRUPTED_MESSAGE = "the server stopped while this turn was running"
 
 
+def may_use(owner_id: str | None, user_id: str, admin: bool) -> bool:
+    """Whether a user may read or steer the conversation with this owner (None: it does not exist) —
+    security.md's access matrix: admins every conversation, a user their own."""
+    return owner_id is not None and (admin or owner_id == user_id)
+
+
 class ConversationNotFound(Exception):
     pass
 
@@ -189,11 +195,6 @@ class ConversationService:
     def live_items(self) -> list[Conversation]:
         return list(self._live.values())
 
-    @staticmethod
-    def may_use(conv: Conversation, user_id: str, admin: bool) -> bool:
-        """Whether a user may read or steer an existing conversation (security.md, access matrix)."""
-        return conv.owner_id is not None and (admin or conv.owner_id == user_id)
-
     async def owner_of(self, conv_id: str) -> str | None:
         """The owner of a conversation, None when it does not exist (nothing was ever accepted in it)."""
         conv = self._live.get(conv_id)
@@ -301,7 +302,7 @@ class ConversationService:
         async with conv.lock:
             if self._closing:
                 raise ServiceClosing("the server is shutting down")
-            if conv.owner_id is not None and not self.may_use(conv, user_id, admin):
+            if conv.owner_id is not None and not may_use(conv.owner_id, user_id, admin):
                 raise ConversationNotFound(conv.conv_id)
             return await self._accept(conv, conv_id is not None, prompt, runtime, idempotency_key, user_id)
 
@@ -787,4 +788,5 @@ __all__ = [
     "IdempotencyKeyReused",
     "ServiceClosing",
     "TooManyConversations",
+    "may_use",
 ]

@@ -23,7 +23,6 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -73,32 +72,15 @@ PAGES = frozenset({"/", "/debug"})
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-@dataclass(frozen=True)
-class Identity:
-    """Who a request is. ``via``: "local" (local mode), "token", "session" or "debug_token"."""
-
-    user_id: str
-    username: str
-    role: str
-    via: str
-
-    @property
-    def admin(self) -> bool:
-        return self.role == "admin"
-
-    def document(self, mode: str) -> dict[str, str]:
-        return {"username": self.username, "role": self.role, "mode": mode}
-
+# Who a request is: the store's principal, whose ``via`` here is also "local" (local mode) or
+# "debug_token".
+Identity = Principal
 
 # Local mode: the person at the machine. Conversations it creates have no owner id, so they belong to the
 # first admin if the server is later run in team mode.
-LOCAL = Identity(user_id="", username="local", role="admin", via="local")
+LOCAL = Principal(user_id="", username="local", role="admin", via="local")
 # The --debug-token bearer: the debug API only (the gate never lets it reach another route).
-DEBUG_TOKEN = Identity(user_id="", username="debug-token", role="debug", via="debug_token")
-
-
-def identity_of(principal: Principal) -> Identity:
-    return Identity(principal.user_id, principal.username, principal.role, principal.via)
+DEBUG_TOKEN = Principal(user_id="", username="debug-token", role="debug", via="debug_token")
 
 
 def is_open(path: str) -> bool:
@@ -201,8 +183,7 @@ class Authenticator:
         hit, identity = self.cache.get(key)
         if hit:
             return identity
-        principal = await asyncio.to_thread(self.store.principal_for_token, secret)
-        identity = identity_of(principal) if principal else None
+        identity = await asyncio.to_thread(self.store.principal_for_token, secret)
         self.cache.put(key, identity)
         return identity
 
@@ -212,8 +193,7 @@ class Authenticator:
         if hit:
             return identity
         idle_ms = int(self.settings.session_idle_s * 1000)
-        principal = await asyncio.to_thread(self.store.principal_for_session, secret, idle_timeout_ms=idle_ms)
-        identity = identity_of(principal) if principal else None
+        identity = await asyncio.to_thread(self.store.principal_for_session, secret, idle_timeout_ms=idle_ms)
         self.cache.put(key, identity)
         return identity
 
@@ -284,7 +264,7 @@ class AuthGate:
         if identity is DEBUG_TOKEN and not is_debug_path(path):
             await refuse(scope, send, 401, "unauthorized", "the debug token opens the debug API only")
             return
-        if admin_only(path, method) and not (identity.admin or identity is DEBUG_TOKEN):
+        if admin_only(path, method) and not (identity.is_admin or identity is DEBUG_TOKEN):
             await refuse(scope, send, 403, "forbidden", f"{method} {path} is for admins only")
             return
         await self.app(scope, receive, send)
@@ -318,7 +298,7 @@ def socket_identity(websocket: WebSocket) -> Identity:
 
 def owner_scope(identity: Identity) -> str | None:
     """The owner whose conversations a user sees in lists (None: every conversation)."""
-    return None if identity.admin else identity.user_id
+    return None if identity.is_admin else identity.user_id
 
 
 # -- /api/auth ------------------------------------------------------------------------------------
@@ -417,4 +397,5 @@ async def logout(request: Request) -> Response:
     responses={401: {"description": "unauthorized: not signed in (team mode)"}},
 )
 async def me(request: Request) -> dict[str, Any]:
-    return request_identity(request).document(_mode(request))
+    identity = request_identity(request)
+    return {"username": identity.username, "role": identity.role, "mode": _mode(request)}

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from webchat.conversations.service import may_use
 from webchat.runtimes.resolve import (
     InvalidSlug,
     RuntimeResolutionError,
@@ -128,11 +129,11 @@ async def _chat(
     identity = request_identity(request)
     body = await _parse(request, svc.settings.max_prompt_chars)
     conv_id = check_id(body.conv_id, "conv_id") if body.conv_id is not None else None
-    if conv_id is not None and not identity.admin:
+    if conv_id is not None and not identity.is_admin:
         # Before anything reads the conversation (its pointer): another user's conversation answers
-        # exactly as an unknown one, whatever else is wrong with the request.
+        # exactly as an unknown one, whatever else is wrong with the request. A new one is claimed.
         owner = await svc.conversations.owner_of(conv_id)
-        if owner is not None and owner != identity.user_id:
+        if owner is not None and not may_use(owner, identity.user_id, admin=False):
             raise ApiError(404, "unknown_conversation", f"no conversation {conv_id}")
     # Precedence: path > body > query > cookie > registry default (http-api.md).
     selection = select_profile(
@@ -161,7 +162,7 @@ async def _chat(
     if not key.strip() or len(key) > 200:
         raise ApiError(400, "invalid_idempotency_key", "idempotency key must be 1-200 characters")
     status, payload = await svc.conversations.submit(
-        conv_id, body.prompt, runtime, key, user_id=identity.user_id, admin=identity.admin
+        conv_id, body.prompt, runtime, key, user_id=identity.user_id, admin=identity.is_admin
     )
     return JSONResponse(payload, status_code=status)
 

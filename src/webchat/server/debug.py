@@ -32,7 +32,7 @@ def require_token(request: Request) -> None:
     if identity.via == "debug_token":
         return  # team mode: the gate compared the token
     if identity.via in ("token", "session"):
-        if not identity.admin:
+        if not identity.is_admin:
             raise ApiError(403, "forbidden", "the debug API is for admins only")
         return
     svc: Services = request.app.state.services

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from webchat.conversations.service import may_use
 from webchat.server.auth import request_identity
 from webchat.server.deps import Services, services
 from webchat.server.errors import ApiError
@@ -57,9 +58,8 @@ async def get_timeline(
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
 ) -> dict[str, Any]:
     identity = request_identity(request)
-    if not identity.admin:
+    if not identity.is_admin:
         check_id(conv_id, "conv_id")
-        owner = await svc.conversations.owner_of(conv_id)
-        if owner is None or owner != identity.user_id:
+        if not may_use(await svc.conversations.owner_of(conv_id), identity.user_id, admin=False):
             raise ApiError(404, "unknown_conversation", f"no conversation {conv_id}")
     return await timeline_document(svc, conv_id, since_version, limit)

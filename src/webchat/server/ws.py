@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from webchat.conversations.service import ConversationNotFound
+from webchat.conversations.service import ConversationNotFound, may_use
 from webchat.events.hub import Subscription
 from webchat.server.auth import socket_identity
 from webchat.server.deps import ws_services
@@ -46,7 +46,7 @@ async def stream(websocket: WebSocket) -> None:
         # A socket never creates a conversation (security.md, bounds): only an accepted prompt does.
         # Another user's conversation answers exactly as one that does not exist.
         owner = await svc.conversations.owner_of(conv_id)
-        if owner is None or not (identity.admin or owner == identity.user_id):
+        if not may_use(owner, identity.user_id, identity.is_admin):
             raise ApiError(404, "unknown_conversation", f"no conversation {conv_id}")
         if svc.sockets.get(identity.user_id, 0) >= svc.settings.max_sockets_per_user:
             raise ApiError(
