@@ -46,9 +46,12 @@ from webchat.stores.sqlite.turn_store import save_snapshot_tx, turn_write_sql
 from webchat.turns.serde import TurnFormatError, turn_from_yaml
 
 DEFAULT_BATCH_SIZE = 20_000
-# Lock hold time after which the row pass pauses, and for how long (see _row_pass).
+# Lock hold time after which the row pass pauses, and for how long (see _LockPacer).
 YIELD_AFTER_S = 0.4
 YIELD_FOR_S = 0.12
+# Before a statement that holds the lock for long (an index build), pause if the lock was held longer
+# than this since the last pause, so a writer never waits for two long holders in a row.
+YIELD_BEFORE_LONG_S = 0.1
 INDEX_SORTER_THREADS = 4
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 LEGACY_TABLE = "turn_snapshots"
@@ -319,8 +322,35 @@ def _step_schema(conn: sqlite3.Connection, report: MigrationReport) -> None:
     run_in_transaction(conn, ddl)
 
 
+class _LockPacer:
+    """Counts how long the migration held the write lock since its last pause, and pauses when asked.
+
+    A writer blocked on the lock polls it about every 100 ms (SQLite's busy handler), so a pause longer
+    than that lets a live server in. Small stores never reach the thresholds and never sleep.
+    """
+
+    def __init__(self) -> None:
+        self.held = 0.0
+
+    def run(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        began = time.monotonic()
+        try:
+            return run_in_transaction(conn, fn)
+        finally:
+            self.held += time.monotonic() - began
+
+    def pause_after(self, threshold_s: float) -> None:
+        if self.held >= threshold_s:
+            time.sleep(YIELD_FOR_S)
+            self.held = 0.0
+
+
 def _convert_kept_tables(
-    conn: sqlite3.Connection, report: MigrationReport, batch_size: int, progress: Progress | None
+    conn: sqlite3.Connection,
+    report: MigrationReport,
+    batch_size: int,
+    progress: Progress | None,
+    pacer: _LockPacer,
 ) -> None:
     """Rebuild normalized rows from the YAML payloads of every kept single-table snapshot table."""
     for table in kept_snapshot_tables(conn):
@@ -400,14 +430,19 @@ def _convert_kept_tables(
                 _set_cursor(c, step, hi)
                 return n
 
-            report.legacy_rows_converted += run_in_transaction(conn, convert)
+            report.legacy_rows_converted += pacer.run(conn, convert)
+            pacer.pause_after(YIELD_AFTER_S)
             done += len(rows)
             if progress:
                 progress(f"converting {table}", done, total)
 
 
 def _row_pass(
-    conn: sqlite3.Connection, report: MigrationReport, batch_size: int, progress: Progress | None
+    conn: sqlite3.Connection,
+    report: MigrationReport,
+    batch_size: int,
+    progress: Progress | None,
+    pacer: _LockPacer,
 ) -> None:
     """Step 2: fill timestamps and backfill runtime_key / inference_id, in bounded rowid batches."""
     cols = columns(conn, "turns")
@@ -464,7 +499,6 @@ FROM turns WHERE rowid > ? AND rowid <= ? AND (runtime_key = '' OR inference_id 
     step = "rows"
     start = _cursor(conn, step)
     top = int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM turns").fetchone()[0])
-    held = 0.0
     for lo, hi in _rowid_batches(conn, "turns", start, batch_size):
 
         def batch(c: sqlite3.Connection, lo: int = lo, hi: int = hi) -> tuple[int, int, int]:
@@ -476,23 +510,19 @@ FROM turns WHERE rowid > ? AND rowid <= ? AND (runtime_key = '' OR inference_id 
             _set_cursor(c, step, hi)
             return times, int(empty_rk) - int(still_rk), int(empty_inf) - int(still_inf)
 
-        began = time.monotonic()
-        times, filled_rk, filled_inf = run_in_transaction(conn, batch)
+        times, filled_rk, filled_inf = pacer.run(conn, batch)
         report.timestamps_filled += times
         report.backfilled_runtime_key += filled_rk
         report.backfilled_inference_id += filled_inf
-        held += time.monotonic() - began
-        if held >= YIELD_AFTER_S:
-            # A writer blocked on the lock polls it about every 100 ms (SQLite's busy handler); leave a
-            # gap longer than that now and then, so a live server never waits long behind the batches.
-            time.sleep(YIELD_FOR_S)
-            held = 0.0
+        pacer.pause_after(YIELD_AFTER_S)
         if progress:
             progress("backfilling runtime_key / inference_id", hi - start, top - start)
     report.invalid_metadata += resolver.invalid
 
 
-def _step_indexes(conn: sqlite3.Connection, report: MigrationReport, progress: Progress | None) -> None:
+def _step_indexes(
+    conn: sqlite3.Connection, report: MigrationReport, progress: Progress | None, pacer: _LockPacer
+) -> None:
     """Step 3: the contract's indexes, one short transaction each."""
     existing = index_names(conn)
     missing = [name for name in INDEXES if name not in existing]
@@ -500,14 +530,16 @@ def _step_indexes(conn: sqlite3.Connection, report: MigrationReport, progress: P
     # sorter shortens it (measured on 1M turns: 1.09 s -> 0.86 s per index with 4 worker threads).
     conn.execute(f"PRAGMA threads = {INDEX_SORTER_THREADS}")
     for i, name in enumerate(missing, 1):
-        if i > 1:
-            time.sleep(YIELD_FOR_S)  # let a writer waiting on the lock in between two builds
+        # Each build is one statement that holds the write lock throughout (about 0.9 s per turns index
+        # on 1M turns). Let a writer that queued behind the row pass or the previous build in first, so
+        # that it never waits for two long lock holders in a row.
+        pacer.pause_after(YIELD_BEFORE_LONG_S)
         statement = f"CREATE INDEX IF NOT EXISTS {name} ON {INDEXES[name]}"
 
         def create(c: sqlite3.Connection, statement: str = statement) -> None:
             c.execute(statement)
 
-        run_in_transaction(conn, create)
+        pacer.run(conn, create)
         report.indexes_created.append(name)
         if progress:
             progress("creating indexes", i, len(missing))
@@ -598,16 +630,17 @@ def _migrate_locked(
     if version < 1:
         _step_schema(conn, report)
     # A kept table may hold rows a killed run did not convert yet (its cursor says where it stopped).
-    _convert_kept_tables(conn, report, batch_size, progress)
+    pacer = _LockPacer()
+    _convert_kept_tables(conn, report, batch_size, progress, pacer)
     if version < 1:
         run_in_transaction(conn, lambda c: _record_version(c, 1))
         report.steps_applied.append(STEP_NAMES[1])
     if version < 2:
-        _row_pass(conn, report, batch_size, progress)
+        _row_pass(conn, report, batch_size, progress, pacer)
         run_in_transaction(conn, lambda c: _record_version(c, 2))
         report.steps_applied.append(STEP_NAMES[2])
     if version < 3:
-        _step_indexes(conn, report, progress)
+        _step_indexes(conn, report, progress, pacer)
         run_in_transaction(conn, lambda c: _record_version(c, 3))
         report.steps_applied.append(STEP_NAMES[3])
     report.schema_version_after = recorded_version(conn)
