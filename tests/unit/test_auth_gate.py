@@ -337,6 +337,48 @@ def test_conversations_and_sockets_per_user_are_bounded(tmp_path: Path, tokens: 
             assert again.receive_json()["event"]["type"] == "ws.hello"
 
 
+def test_prompts_waiting_or_running_per_user_are_bounded(tmp_path: Path, tokens: dict[str, str]) -> None:
+    with team_client(tmp_path / "data", max_prompts_per_user=2) as c:
+        root, alice, bob = bearer(tokens, "root"), bearer(tokens, "alice"), bearer(tokens, "bob")
+        slow = {"slug": "slow", "runtime": {"engine": "offline", "options": {"token_delay_ms": 10_000}}}
+        assert c.post("/api/chat/profiles", json=slow, headers=root).status_code == 201
+
+        def send(conv_id: str, key: str, who: dict[str, str]) -> Any:
+            body = {"prompt": "a long one", "conv_id": conv_id, "profile": "slow", "idempotency_key": key}
+            return c.post("/chat", json=body, headers=who)
+
+        assert send("a1", "k1", alice).json()["status"] == "started"
+        queued = send("a1", "k2", alice)
+        assert queued.status_code == 202
+        over = send("a2", "k3", alice)
+        assert error(over) == (429, "too_many_prompts")
+        assert "2 prompts of yours" in over.json()["error"]
+        assert error(send("a1", "k4", alice)) == (429, "too_many_prompts")  # her running conversation too
+        # A retry of an accepted prompt still gets its stored answer; the refusals stored nothing.
+        assert send("a1", "k2", alice).json() == queued.json()
+        assert [i["conv_id"] for i in c.get("/api/conversations", headers=alice).json()["items"]] == ["a1"]
+        assert c.get("/healthz").json()["live_conversations"] == 1
+        # The bound is per user: bob and the admin still send.
+        assert send("b1", "k1", bob).status_code == 200
+        assert send("r1", "k1", root).status_code == 200
+
+
+def test_local_mode_has_no_per_user_bounds(tmp_path: Path) -> None:
+    settings = {"max_prompts_per_user": 1, "max_conversations_per_user": 1, "max_sockets_per_user": 1}
+    app = create_app(Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=8080, **settings))
+    with TestClient(app, base_url=BASE) as c:
+        for conv_id in ("l1", "l2"):
+            for prompt in ("one", "two"):
+                resp = c.post("/chat", json={"prompt": prompt, "conv_id": conv_id})
+                assert resp.status_code in (200, 202), resp.text
+        with (
+            c.websocket_connect(f"{WS}?conv_id=l1") as first,
+            c.websocket_connect(f"{WS}?conv_id=l2") as second,
+        ):
+            assert first.receive_json()["event"]["type"] == "ws.hello"
+            assert second.receive_json()["event"]["type"] == "ws.hello"
+
+
 def test_profile_writes_name_only_allowed_key_variables(client: TestClient, tokens: dict[str, str]) -> None:
     root = bearer(tokens, "root")
     doc = {

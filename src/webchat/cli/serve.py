@@ -99,7 +99,8 @@ def serve(
         typer.Option(
             "--max-conversations-per-user",
             min=1,
-            help="Conversations one user may have live at once; one more is 429 too_many_conversations.",
+            help="Conversations one user may have live at once (team mode); one more is 429 "
+            "too_many_conversations.",
             envvar="WEBCHAT_MAX_CONVERSATIONS_PER_USER",
         ),
     ] = None,
@@ -108,8 +109,19 @@ def serve(
         typer.Option(
             "--max-sockets-per-user",
             min=1,
-            help="WebSockets one user may have open at once; one more is refused with too_many_sockets.",
+            help="WebSockets one user may have open at once (team mode); one more is refused with "
+            "too_many_sockets.",
             envvar="WEBCHAT_MAX_SOCKETS_PER_USER",
+        ),
+    ] = None,
+    max_prompts_per_user: Annotated[
+        int | None,
+        typer.Option(
+            "--max-prompts-per-user",
+            min=1,
+            help="Prompts one user may have waiting or running at once, across conversations (team "
+            "mode); one more is 429 too_many_prompts.",
+            envvar="WEBCHAT_MAX_PROMPTS_PER_USER",
         ),
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
@@ -137,6 +149,7 @@ def serve(
         ("provider_key_envs", provider_key_env),
         ("max_conversations_per_user", max_conversations_per_user),
         ("max_sockets_per_user", max_sockets_per_user),
+        ("max_prompts_per_user", max_prompts_per_user),
     ):
         if value is not None:
             overrides[key] = value

@@ -77,6 +77,10 @@ class TooManyConversations(Exception):
     """The user already has ``max_conversations_per_user`` conversations live."""
 
 
+class TooManyPrompts(Exception):
+    """The user already has ``max_prompts_per_user`` prompts waiting or running."""
+
+
 @dataclass
 class Conversation:
     conv_id: str
@@ -171,6 +175,7 @@ class ConversationService:
         max_running: int = 64,
         max_queue: int = 32,
         max_conversations_per_user: int = 500,
+        max_prompts_per_user: int = 64,
         engine_factory: Callable[[ResolvedRuntime], Engine] = build_engine,
     ) -> None:
         self.turns = turns
@@ -182,6 +187,9 @@ class ConversationService:
         self.slots = FairSlots(max_running)
         self.max_queue = max_queue
         self.max_conversations_per_user = max_conversations_per_user
+        self.max_prompts_per_user = max_prompts_per_user
+        # Prompts of a user being accepted right now (between the cap check and joining a queue).
+        self._accepting: dict[str, int] = {}
         self._engine_factory = engine_factory
         self._live: dict[str, Conversation] = {}
         self._open_lock = asyncio.Lock()
@@ -291,13 +299,18 @@ class ConversationService:
             known = await asyncio.to_thread(self.prompts.find_key, user_id, idempotency_key)
             if known is not None:
                 return self._replay(known, conv_id, prompt)
-        if conv_id is None or conv_id not in self._live:
+        # The per-user bounds keep users of one server from crowding each other out; the one trusted
+        # user of local mode ('') is not bounded by them.
+        if user_id and (conv_id is None or conv_id not in self._live):
             owned = sum(1 for c in self._live.values() if c.owner_id == user_id)
             if owned >= self.max_conversations_per_user:
                 raise TooManyConversations(
                     f"{self.max_conversations_per_user} conversations of yours are already open; "
                     "try again when one has been idle for a while"
                 )
+        if user_id and self.prompts_in_flight(user_id) >= self.max_prompts_per_user:
+            # Checked again, exactly, while accepting; this one opens no conversation for a refusal.
+            return await self._over_prompt_cap(user_id, idempotency_key, conv_id, prompt)
         conv = await self.open(conv_id or str(uuid.uuid4()), create=True)
         async with conv.lock:
             if self._closing:
@@ -305,6 +318,26 @@ class ConversationService:
             if conv.owner_id is not None and not may_use(conv.owner_id, user_id, admin):
                 raise ConversationNotFound(conv.conv_id)
             return await self._accept(conv, conv_id is not None, prompt, runtime, idempotency_key, user_id)
+
+    def prompts_in_flight(self, user_id: str) -> int:
+        """The user's prompts that wait or run in live conversations, or are being accepted."""
+        n = self._accepting.get(user_id, 0)
+        for conv in self._live.values():
+            if conv.owner_id == user_id:
+                n += len(conv.queue) + int(conv.running is not None and conv.settling is None)
+        return n
+
+    async def _over_prompt_cap(
+        self, user_id: str, idempotency_key: str, conv_id: str | None, prompt: str
+    ) -> tuple[int, dict[str, Any]]:
+        # A retry of a prompt already accepted still gets its stored answer; anything else is refused.
+        known = await asyncio.to_thread(self.prompts.find_key, user_id, idempotency_key)
+        if known is not None:
+            return self._replay(known, conv_id, prompt)
+        raise TooManyPrompts(
+            f"{self.max_prompts_per_user} prompts of yours are already waiting or running; "
+            "send this one when one of them has finished"
+        )
 
     @staticmethod
     def _replay(known: PromptRecord, conv_id: str | None, prompt: str) -> tuple[int, dict[str, Any]]:
@@ -327,6 +360,10 @@ class ConversationService:
         idempotency_key: str,
         user_id: str,
     ) -> tuple[int, dict[str, Any]]:
+        if user_id and self.prompts_in_flight(user_id) >= self.max_prompts_per_user:
+            return await self._over_prompt_cap(
+                user_id, idempotency_key, conv.conv_id if conv_id_given else None, prompt
+            )
         at = now_ms()
         turn_id = str(uuid.uuid4())
         start_now = conv.starts_next
@@ -394,7 +431,17 @@ class ConversationService:
             last_error="",
             owner_id=user_id if conv.owner_id is None else conv.owner_id,
         )
-        record, replayed = await write_call(self.prompts, self.prompts.accept, new, index_row)
+        # Counted from the check above until the prompt joins the queue (no await in between after this
+        # write), so that concurrent requests of one user cannot all pass the check.
+        self._accepting[user_id] = self._accepting.get(user_id, 0) + 1
+        try:
+            record, replayed = await write_call(self.prompts, self.prompts.accept, new, index_row)
+        finally:
+            left = self._accepting[user_id] - 1
+            if left:
+                self._accepting[user_id] = left
+            else:
+                del self._accepting[user_id]
         if replayed:  # a concurrent request with the same key got there first
             return self._replay(record, conv.conv_id if conv_id_given else None, prompt)
         if conv.owner_id is None:
@@ -788,5 +835,6 @@ __all__ = [
     "IdempotencyKeyReused",
     "ServiceClosing",
     "TooManyConversations",
+    "TooManyPrompts",
     "may_use",
 ]

@@ -25,6 +25,7 @@ from webchat.conversations.service import (
     QueueFull,
     ServiceClosing,
     TooManyConversations,
+    TooManyPrompts,
 )
 from webchat.runtimes.profiles import Registries, allow_key_envs, load_registries
 from webchat.runtimes.sqlite_registry import PROFILES_DB_NAME, ProfileWriter, open_profile_store
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None, stores: OpenStores | None = Non
             max_running=settings.max_running,
             max_queue=settings.max_queue,
             max_conversations_per_user=settings.max_conversations_per_user,
+            max_prompts_per_user=settings.max_prompts_per_user,
         )
         try:
             recovered = await conversations.recover()
@@ -194,6 +196,7 @@ def create_app(settings: Settings | None = None, stores: OpenStores | None = Non
     app.add_exception_handler(QueueFull, _queue_full)
     app.add_exception_handler(ConversationNotFound, _unknown_conversation)
     app.add_exception_handler(TooManyConversations, _too_many_conversations)
+    app.add_exception_handler(TooManyPrompts, _too_many_prompts)
 
     @app.get("/healthz", tags=["health"], summary="Liveness and store status")
     async def healthz() -> dict[str, Any]:
@@ -267,6 +270,10 @@ async def _unknown_conversation(_: Request, exc: Exception) -> JSONResponse:
 
 async def _too_many_conversations(_: Request, exc: Exception) -> JSONResponse:
     return error_response(429, "too_many_conversations", str(exc))
+
+
+async def _too_many_prompts(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(429, "too_many_prompts", str(exc))
 
 
 async def _evict_loop(conversations: ConversationService, interval: float, auth: Authenticator) -> None:

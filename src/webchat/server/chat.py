@@ -97,7 +97,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     429: {
         "model": ErrorBody,
         "description": "queue_full: the conversation has --max-queue prompts waiting; "
-        "too_many_conversations: the user has --max-conversations-per-user open",
+        "too_many_conversations: the user has --max-conversations-per-user open; "
+        "too_many_prompts: the user has --max-prompts-per-user prompts waiting or running",
     },
     503: {"model": ErrorBody, "description": "shutting_down: the server accepts no new prompt"},
 }
