@@ -13,7 +13,8 @@ Every figure is printed next to a baseline measured in the same run:
     other snapshot, and there must be zero HTTP/WS errors. Reports turns/s and p99 first-delta latency.
 [3] Server RSS (VmRSS from /proc) at idle, after 1,000 idle conversations (one ``fast`` prompt each, sockets
     closed) and after they are evicted (WEBCHAT_IDLE_EVICT_S short; the server's eviction loop runs every
-    30 s, so this waits up to ~70 s). Target: < 200 MB with 1,000 idle conversations.
+    30 s, so this waits up to ~70 s). Target: < 200 MB with 1,000 idle conversations. They are all the one
+    local user's, so this server raises --max-conversations-per-user (default 500) to 2,000.
 
 [4] The [1] measurement against a team-mode server (``--auth required``) with ``Authorization: Bearer``
     (a token made by ``web-chat tokens create``), next to the same against a local-mode server, in the same
@@ -689,7 +690,13 @@ def main() -> None:
             print(f"    machine {load()}")
             print()
         if "memory" in only:
-            with webchat_server(tmp, "memory", {"WEBCHAT_IDLE_EVICT_S": str(IDLE_EVICT_S)}) as srv:
+            # 1,000 live conversations of the one local user: more than --max-conversations-per-user allows
+            # by default (500), so this server allows them explicitly.
+            memory_env = {
+                "WEBCHAT_IDLE_EVICT_S": str(IDLE_EVICT_S),
+                "WEBCHAT_MAX_CONVERSATIONS_PER_USER": "2000",
+            }
+            with webchat_server(tmp, "memory", memory_env) as srv:
                 asyncio.run(memory(srv, idle_convs, time.monotonic(), 100.0))
             print(f"    machine {load()}")
 

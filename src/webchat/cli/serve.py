@@ -99,8 +99,7 @@ def serve(
         typer.Option(
             "--max-conversations-per-user",
             min=1,
-            help="Conversations one user may have live at once (team mode); one more is 429 "
-            "too_many_conversations.",
+            help="Conversations one user may have live at once; one more is 429 too_many_conversations.",
             envvar="WEBCHAT_MAX_CONVERSATIONS_PER_USER",
         ),
     ] = None,
@@ -109,8 +108,7 @@ def serve(
         typer.Option(
             "--max-sockets-per-user",
             min=1,
-            help="WebSockets one user may have open at once (team mode); one more is refused with "
-            "too_many_sockets.",
+            help="WebSockets one user may have open at once; one more is refused with too_many_sockets.",
             envvar="WEBCHAT_MAX_SOCKETS_PER_USER",
         ),
     ] = None,
@@ -119,8 +117,8 @@ def serve(
         typer.Option(
             "--max-prompts-per-user",
             min=1,
-            help="Prompts one user may have waiting or running at once, across conversations (team "
-            "mode); one more is 429 too_many_prompts.",
+            help="Prompts one user may have waiting or running at once, across conversations; one more is "
+            "429 too_many_prompts.",
             envvar="WEBCHAT_MAX_PROMPTS_PER_USER",
         ),
     ] = None,

@@ -175,7 +175,7 @@ class ConversationService:
         max_running: int = 64,
         max_queue: int = 32,
         max_conversations_per_user: int = 500,
-        max_prompts_per_user: int = 64,
+        max_prompts_per_user: int = 256,
         engine_factory: Callable[[ResolvedRuntime], Engine] = build_engine,
     ) -> None:
         self.turns = turns
@@ -282,7 +282,7 @@ class ConversationService:
         idempotency_key: str,
         *,
         user_id: str = "",
-        admin: bool = True,
+        admin: bool = False,
     ) -> tuple[int, dict[str, Any]]:
         """Start or queue a prompt; it is durable before this returns. Returns ``(http_status, body)``.
 
@@ -299,16 +299,16 @@ class ConversationService:
             known = await asyncio.to_thread(self.prompts.find_key, user_id, idempotency_key)
             if known is not None:
                 return self._replay(known, conv_id, prompt)
-        # The per-user bounds keep users of one server from crowding each other out; the one trusted
-        # user of local mode ('') is not bounded by them.
-        if user_id and (conv_id is None or conv_id not in self._live):
+        # The per-user bounds keep users of one server from crowding each other out (in local mode they
+        # bound the one local user, '').
+        if conv_id is None or conv_id not in self._live:
             owned = sum(1 for c in self._live.values() if c.owner_id == user_id)
             if owned >= self.max_conversations_per_user:
                 raise TooManyConversations(
                     f"{self.max_conversations_per_user} conversations of yours are already open; "
                     "try again when one has been idle for a while"
                 )
-        if user_id and self.prompts_in_flight(user_id) >= self.max_prompts_per_user:
+        if self.prompts_in_flight(user_id) >= self.max_prompts_per_user:
             # Checked again, exactly, while accepting; this one opens no conversation for a refusal.
             return await self._over_prompt_cap(user_id, idempotency_key, conv_id, prompt)
         conv = await self.open(conv_id or str(uuid.uuid4()), create=True)
@@ -360,7 +360,7 @@ class ConversationService:
         idempotency_key: str,
         user_id: str,
     ) -> tuple[int, dict[str, Any]]:
-        if user_id and self.prompts_in_flight(user_id) >= self.max_prompts_per_user:
+        if self.prompts_in_flight(user_id) >= self.max_prompts_per_user:
             return await self._over_prompt_cap(
                 user_id, idempotency_key, conv.conv_id if conv_id_given else None, prompt
             )

@@ -20,7 +20,7 @@ class Services:
     timeline: TimelineStore
     registries: Registries
     conversations: ConversationService
-    # Open WebSockets per user id ('' in local mode): bounded by --max-sockets-per-user in team mode.
+    # Open WebSockets per user id ('' in local mode): bounded by --max-sockets-per-user.
     sockets: dict[str, int] = field(default_factory=dict)
 
 

@@ -70,11 +70,11 @@ class Settings(BaseSettings):
     )
     # A browser session not used for this long is over (it is stored server-side and survives restarts).
     session_idle_s: float = Field(7 * 24 * 3600.0, ge=60)
-    # Bounds per signed-in user (team mode; the one trusted user of local mode has none): conversations
-    # live at once, open sockets, prompts waiting or running.
+    # Bounds per user (in local mode, for the one local user): conversations live at once, open sockets,
+    # prompts waiting or running.
     max_conversations_per_user: int = Field(500, ge=1, le=1_000_000)
     max_sockets_per_user: int = Field(500, ge=1, le=1_000_000)
-    max_prompts_per_user: int = Field(64, ge=1, le=1_000_000)
+    max_prompts_per_user: int = Field(256, ge=1, le=1_000_000)
 
     _split_names = field_validator("allowed_hosts", "allowed_origins", "provider_key_envs", mode="before")(
         _names

@@ -48,7 +48,7 @@ async def stream(websocket: WebSocket) -> None:
         owner = await svc.conversations.owner_of(conv_id)
         if not may_use(owner, identity.user_id, identity.is_admin):
             raise ApiError(404, "unknown_conversation", f"no conversation {conv_id}")
-        if identity.user_id and svc.sockets.get(identity.user_id, 0) >= svc.settings.max_sockets_per_user:
+        if svc.sockets.get(identity.user_id, 0) >= svc.settings.max_sockets_per_user:
             raise ApiError(
                 429,
                 "too_many_sockets",
