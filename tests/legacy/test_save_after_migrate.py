@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from webchat.stores.migrations.checks import run_check
+from webchat.stores.migrations.turns_sqlite import migrate_turns_db
 from webchat.stores.protocol import StoreError, TurnQuery
 from webchat.stores.sqlite.turn_store import SQLiteTurnStore
 from webchat.stores.turns import open_turn_store
@@ -164,3 +165,46 @@ def test_a_nullable_extra_column_does_not_block_saves(tmp_path: Path) -> None:
         assert row is not None and row.runtime_key == "rk"
     finally:
         store.close()
+
+
+def test_kept_snapshots_convert_into_a_turns_table_with_a_legacy_created_at_column(tmp_path: Path) -> None:
+    """A store holding both a "normalized, only created_at_ms" ``turns`` table and a kept single-table
+    ``turn_snapshots``: the conversion writes through the fill-only upsert for that table's columns. It
+    fills the legacy ``created_at_ms`` like ``turn_created_at_ms`` and never overwrites a non-empty
+    runtime_key / inference_id (§5)."""
+    path = copy_fixture("normalized_created_at_only.db", tmp_path)
+    mixed = fx.SYSTEM_BLOCK + fx.user_block("mixed")
+    late = fx.SYSTEM_BLOCK + fx.user_block("late")
+    snapshots = [
+        ("hc", "s", "mixed", "pre_inference", 300, fx.yaml_turn("mixed", mixed, "  runtime: planner\n")),
+        ("hc", "s", "mixed", "post_inference", 200, fx.yaml_turn("mixed", mixed, "  runtime: fast\n")),
+        ("hc", "s", "mixed", "final", 400, fx.yaml_turn("mixed", mixed, "  inference_id: inf-final\n")),
+        ("hc", "s", "late", "pre_inference", 500, fx.yaml_turn("late", late, "")),
+        (
+            "hc",
+            "s",
+            "late",
+            "final",
+            600,
+            fx.yaml_turn("late", late, "  runtime: fast\n  inference_id: il\n"),
+        ),
+    ]
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute(
+            "CREATE TABLE turn_snapshots (conv_id TEXT NOT NULL, session_id TEXT NOT NULL,"
+            " turn_id TEXT NOT NULL, phase TEXT NOT NULL, created_at_ms INTEGER NOT NULL,"
+            " payload TEXT NOT NULL)"
+        )
+        conn.executemany("INSERT INTO turn_snapshots VALUES (?, ?, ?, ?, ?, ?)", snapshots)
+        conn.commit()
+    report = migrate_turns_db(path)
+    assert report.legacy_rows_converted == 5
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        rows = conn.execute(
+            "SELECT turn_id, runtime_key, inference_id, created_at_ms, turn_created_at_ms FROM turns"
+            " WHERE conv_id = 'hc' ORDER BY turn_id"
+        ).fetchall()
+    # "mixed": planner from its first snapshot stays; the empty inference_id is filled by a later one. The
+    # creation time is the earliest snapshot's, in both columns.
+    assert rows == [("late", "fast", "il", 500, 500), ("mixed", "planner", "inf-final", 200, 200)]
+    assert run_check_ok(path)

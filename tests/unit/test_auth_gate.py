@@ -4,30 +4,42 @@ cheap argon2 parameters; the server verifies with the parameters each hash recor
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.requests import Request
 from starlette.testclient import WebSocketDenialResponse
 
 from webchat.auth.passwords import make_hasher
 from webchat.auth.store import SQLiteAuthStore
 from webchat.server.app import create_app
 from webchat.server.auth import (
+    CACHE_MAX,
+    DEBUG_TOKEN,
+    LOCAL,
     LOGIN_FAILURES_PER_ADDRESS,
     LOGIN_FAILURES_PER_USER,
     LOGIN_WINDOW_S,
+    Authenticator,
+    AuthGate,
     CredentialCache,
     Identity,
     LoginThrottle,
+    _client_address,
+    _redirect_to_login,
     admin_only,
     is_debug_path,
     is_open,
     owner_scope,
     session_cookie,
 )
+from webchat.server.debug import require_token
+from webchat.server.errors import ApiError
 from webchat.server.settings import Settings
 
 BASE = "http://127.0.0.1:8080"
@@ -173,6 +185,11 @@ def test_anonymous_requests_reach_only_the_open_routes(client: TestClient) -> No
     with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect(f"{WS}?conv_id=c"):
         pass
     assert (denied.value.status_code, denied.value.json()["code"]) == (401, "unauthorized")
+    # An open route that needs someone: the same refusal, said by the route.
+    assert client.get("/api/auth/me").json() == {
+        "error": "sign in first (or send a bearer token)",
+        "code": "unauthorized",
+    }
 
 
 def test_tokens_users_and_admins(client: TestClient, tokens: dict[str, str]) -> None:
@@ -337,6 +354,25 @@ def test_conversations_and_sockets_per_user_are_bounded(tmp_path: Path, tokens: 
             assert again.receive_json()["event"]["type"] == "ws.hello"
 
 
+def test_a_prompt_into_another_users_conversation(client: TestClient, tokens: dict[str, str]) -> None:
+    alice, bob, root = bearer(tokens, "alice"), bearer(tokens, "bob"), bearer(tokens, "root")
+    assert (
+        client.post("/chat/fast", json={"prompt": "mine", "conv_id": "c-alice"}, headers=alice).status_code
+        == 200
+    )
+    # A user is told it does not exist before anything else about the request is looked at.
+    for body in (
+        {"prompt": "steer", "conv_id": "c-alice"},
+        {"prompt": "steer", "conv_id": "c-alice", "profile": "no-such-profile"},
+    ):
+        resp = client.post("/chat", json=body, headers=bob)
+        assert resp.json() == {"error": "no conversation c-alice", "code": "unknown_conversation"}
+        assert resp.status_code == 404
+    # An admin may use every conversation.
+    resp = client.post("/chat/fast", json={"prompt": "admin here", "conv_id": "c-alice"}, headers=root)
+    assert resp.status_code in (200, 202), resp.text
+
+
 def test_prompts_waiting_or_running_per_user_are_bounded(tmp_path: Path, tokens: dict[str, str]) -> None:
     with team_client(tmp_path / "data", max_prompts_per_user=2) as c:
         root, alice, bob = bearer(tokens, "root"), bearer(tokens, "alice"), bearer(tokens, "bob")
@@ -363,20 +399,35 @@ def test_prompts_waiting_or_running_per_user_are_bounded(tmp_path: Path, tokens:
         assert send("r1", "k1", root).status_code == 200
 
 
-def test_local_mode_has_no_per_user_bounds(tmp_path: Path) -> None:
-    settings = {"max_prompts_per_user": 1, "max_conversations_per_user": 1, "max_sockets_per_user": 1}
+def test_local_mode_bounds_its_one_user_too(tmp_path: Path) -> None:
+    settings = {"max_prompts_per_user": 2, "max_conversations_per_user": 2, "max_sockets_per_user": 1}
     app = create_app(Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=8080, **settings))
     with TestClient(app, base_url=BASE) as c:
-        for conv_id in ("l1", "l2"):
-            for prompt in ("one", "two"):
-                resp = c.post("/chat", json={"prompt": prompt, "conv_id": conv_id})
-                assert resp.status_code in (200, 202), resp.text
-        with (
-            c.websocket_connect(f"{WS}?conv_id=l1") as first,
-            c.websocket_connect(f"{WS}?conv_id=l2") as second,
-        ):
+        slow = {"slug": "slow", "runtime": {"engine": "offline", "options": {"token_delay_ms": 10_000}}}
+        assert c.post("/api/chat/profiles", json=slow).status_code == 201
+        assert c.post("/chat/slow", json={"prompt": "one", "conv_id": "l1"}).status_code == 200
+        assert c.post("/chat/slow", json={"prompt": "two", "conv_id": "l1"}).status_code == 202
+        assert error(c.post("/chat/slow", json={"prompt": "three", "conv_id": "l2"})) == (
+            429,
+            "too_many_prompts",
+        )
+        with c.websocket_connect(f"{WS}?conv_id=l1") as first:
             assert first.receive_json()["event"]["type"] == "ws.hello"
-            assert second.receive_json()["event"]["type"] == "ws.hello"
+            with c.websocket_connect(f"{WS}?conv_id=l1") as second:
+                assert second.receive_json()["code"] == "too_many_sockets"
+
+
+def test_live_conversations_per_user_are_bounded_in_local_mode(tmp_path: Path) -> None:
+    app = create_app(
+        Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=8080, max_conversations_per_user=2)
+    )
+    with TestClient(app, base_url=BASE) as c:
+        for conv_id in ("l1", "l2"):
+            assert c.post("/chat/fast", json={"prompt": "hi", "conv_id": conv_id}).status_code == 200
+        assert error(c.post("/chat/fast", json={"prompt": "hi", "conv_id": "l3"})) == (
+            429,
+            "too_many_conversations",
+        )
 
 
 def test_profile_writes_name_only_allowed_key_variables(client: TestClient, tokens: dict[str, str]) -> None:
@@ -400,3 +451,191 @@ def test_profile_writes_name_only_allowed_key_variables(client: TestClient, toke
         400,
         "api_key_env_not_allowed",
     )
+
+
+# -- pieces of the gate, on their own --------------------------------------------------------------------
+
+
+def test_the_sign_in_redirect_keeps_the_page_and_its_query() -> None:
+    async def redirect(scope: dict[str, Any]) -> dict[str, str]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            raise AssertionError("a redirect reads no request body")
+
+        await _redirect_to_login(scope, receive, send, scope["path"])
+        assert sent[0]["status"] == 303
+        return {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+
+    plain = asyncio.run(redirect({"type": "http", "method": "GET", "path": "/", "headers": []}))
+    assert plain["location"] == "/login?next=%2F"  # ASGI leaves query_string out when there is none
+    query = {
+        "type": "http",
+        "method": "GET",
+        "path": "/debug",
+        "headers": [],
+        "query_string": b"conv_id=a&x=1",
+    }
+    assert asyncio.run(redirect(query))["location"] == "/login?next=%2Fdebug%3Fconv_id%3Da%26x%3D1"
+
+
+def test_the_client_address_of_a_request_without_one_is_empty() -> None:
+    assert _client_address(Request({"type": "http", "headers": []})) == ""
+    assert (
+        _client_address(Request({"type": "http", "headers": [], "client": ("10.1.2.3", 5000)})) == "10.1.2.3"
+    )
+
+
+def test_sign_in_attempts_are_counted_per_client_address(tmp_path: Path, tokens: dict[str, str]) -> None:
+    app = create_app(Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=8080, auth="required"))
+    # One client runs the app's startup; the other sends from another address to the same running app.
+    second = TestClient(app, base_url=BASE, client=("10.0.0.2", 1000))
+    with TestClient(app, base_url=BASE, client=("10.0.0.1", 1000)) as first:
+        for i in range(LOGIN_FAILURES_PER_ADDRESS):  # a different name each time: only the address adds up
+            wrong = {"username": f"nobody{i}", "password": "wrong one"}
+            assert error(first.post("/api/auth/login", json=wrong)) == (401, "invalid_credentials")
+        wrong = {"username": "alice", "password": "wrong one"}
+        assert error(first.post("/api/auth/login", json=wrong)) == (429, "too_many_attempts")
+        assert error(second.post("/api/auth/login", json=wrong)) == (401, "invalid_credentials")
+
+
+def test_a_failure_exactly_one_window_old_no_longer_counts() -> None:
+    now = [1000.0]
+    throttle = LoginThrottle(clock=lambda: now[0])
+    throttle.failed("dave", "10.0.0.9")
+    now[0] = 1100.0
+    for _ in range(LOGIN_FAILURES_PER_USER):
+        throttle.failed("dave", "10.0.0.9")
+    now[0] = 1000.0 + LOGIN_WINDOW_S  # the first failure leaves the window; five from 1100 still count
+    assert throttle.retry_after_s("dave", "10.0.0.8") == 101
+
+
+def test_forgetting_an_unknown_credential_is_harmless() -> None:
+    cache = CredentialCache(ttl_s=60)
+    cache.forget("s:never-seen")
+    assert cache.get("s:never-seen") == (False, None)
+
+
+def test_the_throttle_forgets_everything_only_past_its_bound() -> None:
+    throttle = LoginThrottle(clock=lambda: 1000.0)
+    # CACHE_MAX - 1 usernames and one address: exactly CACHE_MAX counters, which is still within bounds.
+    for i in range(CACHE_MAX - 1):
+        throttle.failed(f"user{i}", "10.9.9.9")
+    throttle.failed("user0", "10.9.9.9")
+    assert throttle.retry_after_s("someone", "10.9.9.9") > 0  # the address's count was kept
+    throttle.failed("one-more", "10.9.9.9")  # a new name: CACHE_MAX + 1 counters after this one
+    assert throttle.retry_after_s("someone", "10.9.9.9") > 0
+    throttle.failed("and-another", "10.9.9.9")  # past the bound: every count is dropped first
+    assert throttle.retry_after_s("someone", "10.9.9.9") == 0
+
+
+def test_a_session_is_looked_up_once_per_cache_period_with_the_idle_limit_in_ms(tmp_path: Path) -> None:
+    store = SQLiteAuthStore(tmp_path / "auth.db", hasher=make_hasher(1, 8192, 1))
+    try:
+        user = store.add_user("carol", PASSWORD)
+        secret = store.create_session(user.user_id)
+        auth = Authenticator(Settings(data_dir=tmp_path, session_idle_s=90.0), store)
+        calls: list[tuple[str, int]] = []
+        real = store.principal_for_session
+
+        def counted(secret: str, *, idle_timeout_ms: int) -> Any:
+            calls.append((secret, idle_timeout_ms))
+            return real(secret, idle_timeout_ms=idle_timeout_ms)
+
+        store.principal_for_session = counted  # type: ignore[method-assign]
+        first = asyncio.run(auth.by_session(secret))
+        again = asyncio.run(auth.by_session(secret))
+        assert first is not None and first.username == "carol" and again == first
+        assert calls == [(secret, 90_000)]
+        assert asyncio.run(auth.by_session("not-a-session")) is None
+        assert asyncio.run(auth.by_session("not-a-session")) is None
+        assert len(calls) == 2  # an unknown cookie is remembered too
+        # Bearer tokens: the same, in a separate part of the cache.
+        token = store.create_token("carol")[1]
+        token_calls: list[str] = []
+        real_token = store.principal_for_token
+
+        def counted_token(secret: str) -> Any:
+            token_calls.append(secret)
+            return real_token(secret)
+
+        store.principal_for_token = counted_token  # type: ignore[method-assign]
+        by_token = asyncio.run(auth.by_token(token))
+        assert by_token is not None and by_token.via == "token"
+        assert asyncio.run(auth.by_token(token)) == by_token
+        assert token_calls == [token]
+        assert asyncio.run(auth.by_token(secret)) is None  # a session's secret is no bearer token
+    finally:
+        store.close()
+
+
+def _debug_request(identity: Identity, debug_token: str = "", authorization: str = "") -> Request:
+    class State:
+        services = type("Svc", (), {"settings": Settings(data_dir="/nonexistent", debug_token=debug_token)})()
+
+    app = type("App", (), {"state": State()})()
+    headers = [(b"authorization", authorization.encode())] if authorization else []
+    return Request({"type": "http", "headers": headers, "app": app, "state": {"identity": identity}})
+
+
+def test_the_debug_api_checks_who_the_gate_let_through() -> None:
+    # Team mode: the gate compared the debug token already; admins pass, users are refused here too.
+    require_token(_debug_request(DEBUG_TOKEN, debug_token="s3cret"))
+    for via in ("token", "session"):
+        require_token(_debug_request(Identity("u_1", "root", "admin", via), debug_token="s3cret"))
+        with pytest.raises(ApiError) as refused:
+            require_token(_debug_request(Identity("u_2", "alice", "user", via), debug_token="s3cret"))
+        assert (refused.value.status, refused.value.code) == (403, "forbidden")
+        assert refused.value.message == "the debug API is for admins only"
+    # Local mode: the --debug-token bearer, when one is set.
+    local = Identity("", "local", "admin", "local")
+    require_token(_debug_request(local))
+    require_token(_debug_request(local, debug_token="s3cret", authorization="Bearer s3cret"))
+    with pytest.raises(ApiError) as refused:
+        require_token(_debug_request(local, debug_token="s3cret", authorization="Bearer nope"))
+    assert (refused.value.status, refused.value.code) == (401, "unauthorized")
+
+
+def _through_gate(gate_settings: Settings, scope: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Call the gate directly; returns what it sent and the identities the inner app saw."""
+    seen: list[Any] = []
+    sent: list[dict[str, Any]] = []
+
+    async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["state"]["identity"])
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(AuthGate(inner, settings=gate_settings)(scope, receive, send))
+    return sent, seen
+
+
+def test_the_gate_gives_every_request_an_identity_even_without_a_state_dict() -> None:
+    local = Settings(data_dir="/nonexistent", host="127.0.0.1", port=8080)
+    sent, seen = _through_gate(
+        local, {"type": "http", "method": "GET", "path": "/api/conversations", "headers": []}
+    )
+    assert sent == [] and seen == [LOCAL]
+
+
+def test_a_team_server_that_has_not_finished_starting_answers_503() -> None:
+    team = Settings(data_dir="/nonexistent", host="127.0.0.1", port=8080, auth="required")
+    app = type("App", (), {"state": type("State", (), {})()})()
+    scope = {"type": "http", "method": "GET", "path": "/api/conversations", "headers": [], "app": app}
+    sent, seen = _through_gate(team, scope)
+    assert seen == [] and sent[0]["status"] == 503
+    assert asyncio.run(_json_body(sent)) == {
+        "error": "the server is starting; try again in a moment",
+        "code": "starting",
+    }
+
+
+async def _json_body(sent: list[dict[str, Any]]) -> Any:
+    return json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from webchat.server.app import create_app
-from webchat.server.edge import host_name, normal_origin, refuse
+from webchat.server.edge import allowed_host_names, host_name, normal_origin, refuse
 from webchat.server.settings import Settings, is_loopback
 
 BASE = "http://127.0.0.1:8080"
@@ -82,6 +82,24 @@ def test_allowed_hosts_are_added_to_the_defaults_and_a_wildcard_bind_is_not_a_ho
         assert c.get("/healthz").status_code == 200
 
 
+def test_the_names_a_host_header_may_carry() -> None:
+    loopback = allowed_host_names("127.0.0.1", [])
+    assert {"127.0.0.1", "localhost", "::1"} <= loopback
+    assert allowed_host_names("192.168.1.5", []) == loopback | {"192.168.1.5"}
+    assert allowed_host_names("[FE80::2]", []) == loopback | {"fe80::2"}
+    assert allowed_host_names("fe80::2", []) == loopback | {"fe80::2"}
+    assert allowed_host_names("MyHost.LAN", []) == loopback | {"myhost.lan"}
+    assert allowed_host_names("0.0.0.0", []) == allowed_host_names("", []) == allowed_host_names("[::]", [])
+    assert "0.0.0.0" not in allowed_host_names("0.0.0.0", [])
+    extra = ["Chat.Example:8443", "FE80::1", "[FE80::3]:8080", "files.example.", " "]
+    assert allowed_host_names("0.0.0.0", extra) == allowed_host_names("0.0.0.0", []) | {
+        "chat.example",
+        "fe80::1",
+        "fe80::3",
+        "files.example",
+    }
+
+
 def test_host_names_and_origins_are_normalised() -> None:
     assert host_name("Example.COM:8080") == "example.com"
     assert host_name("[::1]:80") == "::1"
@@ -90,6 +108,10 @@ def test_host_names_and_origins_are_normalised() -> None:
     assert normal_origin("HTTPS://Chat.Example:8443/") == "https://chat.example:8443"
     assert normal_origin("null") == ""
     assert normal_origin("http://[::1") == ""
+    # An origin needs both a scheme and a host: these never match a listed origin or the server's own.
+    assert normal_origin("file:///etc/passwd") == ""
+    assert normal_origin("localhost:8080") == ""
+    assert normal_origin("//chat.example") == ""
 
 
 # -- Origin -----------------------------------------------------------------------------------------------
@@ -111,6 +133,19 @@ def test_a_foreign_origin_cannot_open_a_socket_or_change_state(client: TestClien
     assert client.post("/chat", json={"prompt": "hi", "conv_id": "c1"}, headers=own).status_code == 200
     with client.websocket_connect(f"{WS}?conv_id=c1", headers=own) as ws:
         assert ws.receive_json()["event"]["type"] == "ws.hello"
+
+
+def test_the_own_origin_is_compared_with_the_host_whatever_its_case(client: TestClient) -> None:
+    for host in ("localhost:8080", "LocalHost:8080"):
+        own = {"Host": host, "Origin": "http://localhost:8080"}
+        resp = client.post("/chat", json={"prompt": "hi", "conv_id": f"c-{host}"}, headers=own)
+        assert resp.status_code == 200, resp.text
+
+
+def test_a_listed_origin_without_a_host_lets_nothing_in(tmp_path: Path) -> None:
+    with app_client(tmp_path / "data", allowed_origins=["file://"]) as c:
+        resp = c.post("/chat", json={"prompt": "hi"}, headers={"Origin": "file://"})
+        assert error(resp) == (403, "invalid_origin")
 
 
 def test_allowed_origins_may_open_sockets_and_post(tmp_path: Path) -> None:

@@ -308,7 +308,7 @@ def apply_overrides(
         value = overrides["options"]
         if not isinstance(value, Mapping):
             raise InvalidOverride("request_overrides.options must be an object")
-        options.update(copy.deepcopy(dict(value)))
+        options.update(value)  # ResolvedRuntime keeps a deep copy of its options
         try:
             check_options(base.engine, options)
         except ValueError as exc:
@@ -424,4 +424,4 @@ def resolve_selection(
     except (UnknownProfile, UnknownRegistry):
         if selection.source != "cookie":
             raise
-    return resolve_runtime(registries, profile=None, registry=None, overrides=overrides)
+    return resolve_runtime(registries, overrides=overrides)

@@ -232,8 +232,8 @@ class AuthGate:
         if auth is None:
             await refuse(scope, send, 503, "starting", "the server is starting; try again in a moment")
             return
-        path = scope.get("path", "")
-        method = scope.get("method", "GET")
+        path = scope["path"]
+        method = scope.get("method", "GET")  # a WebSocket scope has none
         headers = _headers(scope)
         identity: Identity | None = None
         bad_token = False
@@ -281,18 +281,18 @@ async def _redirect_to_login(scope: Scope, receive: Receive, send: Send, path: s
 
 
 def request_identity(request: Request) -> Identity:
-    """The identity the gate put on a request that reached a route (never anonymous off the open
-    routes; open routes get None for an anonymous request)."""
-    identity: Identity | None = getattr(request.state, "identity", None)
+    """The identity the gate put on a request that reached a route: the gate sets one on every request,
+    None for an anonymous one, which only reaches the open routes (401 from those that need one)."""
+    identity: Identity | None = request.state.identity
     if identity is None:
         raise ApiError(401, "unauthorized", "sign in first (or send a bearer token)")
     return identity
 
 
 def socket_identity(websocket: WebSocket) -> Identity:
-    identity: Identity | None = websocket.scope.get("state", {}).get("identity")
-    if identity is None:
-        raise ApiError(401, "unauthorized", "sign in first (or send a bearer token)")
+    """The identity the gate put on a socket: every socket passes the gate, which refuses anonymous ones
+    in team mode before they reach a route."""
+    identity: Identity = websocket.scope["state"]["identity"]
     return identity
 
 
@@ -319,9 +319,8 @@ class Me(BaseModel):
 
 
 def _auth(request: Request) -> Authenticator:
-    auth: Authenticator | None = getattr(request.app.state, "authenticator", None)
-    if auth is None:
-        raise ApiError(503, "starting", "the server is starting; try again in a moment")
+    # Set at startup, before the server takes a request (and the gate answers 503 "starting" otherwise).
+    auth: Authenticator = request.app.state.authenticator
     return auth
 
 
@@ -381,8 +380,8 @@ async def login(body: LoginRequest, request: Request) -> Response:
 @router.post("/logout", summary="Sign out: ends the session server-side and clears its cookie")
 async def logout(request: Request) -> Response:
     secret = request.cookies.get(SESSION_COOKIE, "")
-    auth: Authenticator | None = getattr(request.app.state, "authenticator", None)
-    if secret and auth is not None:
+    auth = _auth(request)
+    if secret:
         await asyncio.to_thread(auth.store.end_session, secret)
         auth.cache.forget("s:" + secret)
     response = JSONResponse({"signed_out": True})

@@ -45,12 +45,11 @@ def normal_origin(origin: str) -> str:
 
 
 def allowed_host_names(bind_host: str, extra: Iterable[str]) -> frozenset[str]:
-    names = {
-        *LOOPBACK_NAMES,
-        *(host_name(h) if ":" not in h or h.startswith("[") else h.lower() for h in extra),
-    }
+    """The names a ``Host`` header may carry: the loopback names, the bind address (unless it means every
+    interface) and the operator's extra names, each read like a ``Host`` value (a port is dropped)."""
+    names = {*LOOPBACK_NAMES, *(host_name(h) for h in extra)}
     if not is_wildcard(bind_host):
-        names.add(bind_host.strip("[]").lower())
+        names.add(host_name(bind_host))
     return frozenset(n for n in names if n)
 
 
