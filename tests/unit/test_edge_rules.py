@@ -5,6 +5,7 @@ per-conversation queue, and an empty ``--host`` meaning every interface, never l
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from webchat.server.app import create_app
-from webchat.server.edge import allowed_host_names, host_name, normal_origin, refuse
+from webchat.server.edge import EdgeGuard, allowed_host_names, host_name, normal_origin, refuse
 from webchat.server.settings import Settings, is_loopback
 
 BASE = "http://127.0.0.1:8080"
@@ -102,9 +103,14 @@ def test_the_names_a_host_header_may_carry() -> None:
 
 def test_host_names_and_origins_are_normalised() -> None:
     assert host_name("Example.COM:8080") == "example.com"
+    assert host_name("WWW.EXAMPLEX.:8080") == "www.examplex"  # the trailing dot goes, the X stays
+    assert host_name(" files.example. ") == "files.example"
     assert host_name("[::1]:80") == "::1"
+    assert host_name("[FE80::1]") == "fe80::1"
     assert host_name("::1") == "::1"
     assert host_name("") == ""
+    for malformed in ("[::1", "[]", "[]:80", "[::1]]", "[::1]x", "[::1]:", "[::1]:8o", "[::1]]:80"):
+        assert host_name(malformed) == "", malformed
     assert normal_origin("HTTPS://Chat.Example:8443/") == "https://chat.example:8443"
     assert normal_origin("null") == ""
     assert normal_origin("http://[::1") == ""
@@ -258,3 +264,37 @@ def test_a_refusal_is_a_complete_json_response() -> None:
     # ...and closed before it is accepted when it cannot (the server then answers 403 itself).
     assert _refusal({"type": "websocket", "extensions": {}}) == [{"type": "websocket.close", "code": 1008}]
     assert _refusal({"type": "websocket"}) == [{"type": "websocket.close", "code": 1008}]
+
+
+def test_the_guard_names_what_it_refused() -> None:
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("a refused request never reaches the app")
+
+    async def call(scope: dict[str, Any]) -> tuple[int, Any]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        await EdgeGuard(inner, bind_host="127.0.0.1")(scope, receive, send)
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return sent[0]["status"], json.loads(body)
+
+    no_host = {"type": "http", "method": "GET", "path": "/healthz", "headers": []}
+    assert asyncio.run(call(no_host)) == (
+        400,
+        {"error": "host '' is not an allowed host", "code": "invalid_host"},
+    )
+    foreign = {
+        "type": "http",
+        "method": "POST",
+        "path": "/chat",
+        "headers": [(b"host", b"127.0.0.1:8080"), (b"origin", b"https://attacker.example")],
+    }
+    assert asyncio.run(call(foreign)) == (
+        403,
+        {"error": "origin 'https://attacker.example' is not allowed", "code": "invalid_origin"},
+    )

@@ -23,14 +23,17 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def host_name(value: str) -> str:
-    """The host part of a ``Host`` header value (``name``, ``name:port``, ``[v6]:port``), lower-cased."""
-    value = value.strip().lower()
+    """The host part of a ``Host`` header value (``name``, ``name:port``, ``[v6]``, ``[v6]:port``, or a
+    bare v6 address), lower-cased, without a trailing dot; "" for a malformed bracketed value."""
+    value = value.strip()
     if value.startswith("["):
-        end = value.find("]")
-        return value[1:end] if end > 0 else ""
+        host, closed, rest = value[1:].partition("]")
+        if not (closed and host) or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
+            return ""
+        return host.lower()
     if value.count(":") == 1:
-        value = value.split(":", 1)[0]
-    return value.rstrip(".")
+        value = value.partition(":")[0]
+    return value.rstrip(".").lower()
 
 
 def normal_origin(origin: str) -> str:
@@ -81,7 +84,7 @@ class EdgeGuard:
             await refuse(scope, send, 400, "invalid_host", f"host {host!r} is not an allowed host")
             return
         origin = headers.get("origin")
-        checks_origin = kind == "websocket" or scope.get("method", "GET") in STATE_CHANGING
+        checks_origin = kind == "websocket" or scope["method"] in STATE_CHANGING
         if checks_origin and origin is not None and not self._origin_ok(origin, host):
             await refuse(scope, send, 403, "invalid_origin", f"origin {origin!r} is not allowed")
             return
