@@ -375,7 +375,8 @@ def test_a_prompt_into_another_users_conversation(client: TestClient, tokens: di
 
 
 def test_prompts_waiting_or_running_per_user_are_bounded(tmp_path: Path, tokens: dict[str, str]) -> None:
-    with team_client(tmp_path / "data", max_prompts_per_user=2) as c:
+    # The slow turns are cancelled at the end: no grace period to wait out.
+    with team_client(tmp_path / "data", max_prompts_per_user=2, shutdown_grace_s=0) as c:
         root, alice, bob = bearer(tokens, "root"), bearer(tokens, "alice"), bearer(tokens, "bob")
         slow = {"slug": "slow", "runtime": {"engine": "offline", "options": {"token_delay_ms": 10_000}}}
         assert c.post("/api/chat/profiles", json=slow, headers=root).status_code == 201
@@ -401,7 +402,12 @@ def test_prompts_waiting_or_running_per_user_are_bounded(tmp_path: Path, tokens:
 
 
 def test_local_mode_bounds_its_one_user_too(tmp_path: Path) -> None:
-    settings = {"max_prompts_per_user": 2, "max_conversations_per_user": 2, "max_sockets_per_user": 1}
+    settings = {
+        "max_prompts_per_user": 2,
+        "max_conversations_per_user": 2,
+        "max_sockets_per_user": 1,
+        "shutdown_grace_s": 0,  # the slow turns are cancelled at the end: no grace period to wait out
+    }
     app = create_app(Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=8080, **settings))
     with TestClient(app, base_url=BASE) as c:
         slow = {"slug": "slow", "runtime": {"engine": "offline", "options": {"token_delay_ms": 10_000}}}
