@@ -646,3 +646,32 @@ def test_a_team_server_that_has_not_finished_starting_answers_503() -> None:
 
 async def _json_body(sent: list[dict[str, Any]]) -> Any:
     return json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+
+
+def test_each_refusal_of_the_gate_says_what_is_wrong(tmp_path: Path, tokens: dict[str, str]) -> None:
+    with team_client(tmp_path / "data", debug_token="s3cret") as c:
+        anonymous = c.get("/api/conversations")
+        assert (anonymous.status_code, anonymous.json()) == (
+            401,
+            {"error": "sign in first (or send a bearer token)", "code": "unauthorized"},
+        )
+        for value in ("Bearer nope", "Bearer not a token"):  # the credential is all after "Bearer "
+            bad = c.get("/api/conversations", headers={"Authorization": value})
+            assert (bad.status_code, bad.json()) == (
+                401,
+                {
+                    "error": "the bearer token is unknown, expired or revoked, or its user is disabled",
+                    "code": "invalid_token",
+                },
+            )
+        # Off the debug API the debug token is no credential at all (the gate compares it there only).
+        debug_token = c.get("/api/conversations", headers={"Authorization": "Bearer s3cret"})
+        assert (debug_token.status_code, debug_token.json()["code"]) == (401, "invalid_token")
+        user = c.post("/api/chat/profiles", json={"slug": "x"}, headers=bearer(tokens, "alice"))
+        assert (user.status_code, user.json()) == (
+            403,
+            {"error": "POST /api/chat/profiles is for admins only", "code": "forbidden"},
+        )
+        # A session cookie that names no session is no one: the same as no cookie.
+        stale = c.get("/api/conversations", headers={"Cookie": "webchat_session=gone"})
+        assert (stale.status_code, stale.json()["code"]) == (401, "unauthorized")

@@ -109,7 +109,17 @@ def test_host_names_and_origins_are_normalised() -> None:
     assert host_name("[FE80::1]") == "fe80::1"
     assert host_name("::1") == "::1"
     assert host_name("") == ""
-    for malformed in ("[::1", "[]", "[]:80", "[::1]]", "[::1]x", "[::1]:", "[::1]:8o", "[::1]]:80"):
+    for malformed in (
+        "[::1",
+        "[]",
+        "[]:80",
+        "[::1]]",
+        "[::1]x",
+        "[::1]:",
+        "[::1]:8o",
+        "[::1]:x8",
+        "[::1]]:80",
+    ):
         assert host_name(malformed) == "", malformed
     assert normal_origin("HTTPS://Chat.Example:8443/") == "https://chat.example:8443"
     assert normal_origin("null") == ""

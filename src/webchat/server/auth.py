@@ -261,9 +261,6 @@ class AuthGate:
             else:
                 await refuse(scope, send, 401, "unauthorized", "sign in first (or send a bearer token)")
             return
-        if identity is DEBUG_TOKEN and not is_debug_path(path):
-            await refuse(scope, send, 401, "unauthorized", "the debug token opens the debug API only")
-            return
         if admin_only(path, method) and not (identity.is_admin or identity is DEBUG_TOKEN):
             await refuse(scope, send, 403, "forbidden", f"{method} {path} is for admins only")
             return
