@@ -5,7 +5,6 @@ cheap argon2 parameters; the server verifies with the parameters each hash recor
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from fastapi.testclient import TestClient
 from starlette.requests import Request
 from starlette.testclient import WebSocketDenialResponse
 
+from tests.unit.asgi_calls import call, json_body
 from webchat.auth.passwords import make_hasher
 from webchat.auth.store import SQLiteAuthStore
 from webchat.server.app import create_app
@@ -464,20 +464,15 @@ def test_profile_writes_name_only_allowed_key_variables(client: TestClient, toke
 
 
 def test_the_sign_in_redirect_keeps_the_page_and_its_query() -> None:
-    async def redirect(scope: dict[str, Any]) -> dict[str, str]:
-        sent: list[dict[str, Any]] = []
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        async def receive() -> dict[str, Any]:
-            raise AssertionError("a redirect reads no request body")
-
-        await _redirect_to_login(scope, receive, send, scope["path"])
+    def redirect(scope: dict[str, Any]) -> dict[str, str]:
+        # body=None: a redirect reads no request body.
+        sent = call(
+            lambda sc, receive, send: _redirect_to_login(sc, receive, send, sc["path"]), scope, body=None
+        )
         assert sent[0]["status"] == 303
         return {k.decode(): v.decode() for k, v in sent[0]["headers"]}
 
-    plain = asyncio.run(redirect({"type": "http", "method": "GET", "path": "/", "headers": []}))
+    plain = redirect({"type": "http", "method": "GET", "path": "/", "headers": []})
     assert plain["location"] == "/login?next=%2F"  # ASGI leaves query_string out when there is none
     query = {
         "type": "http",
@@ -486,7 +481,7 @@ def test_the_sign_in_redirect_keeps_the_page_and_its_query() -> None:
         "headers": [],
         "query_string": b"conv_id=a&x=1",
     }
-    assert asyncio.run(redirect(query))["location"] == "/login?next=%2Fdebug%3Fconv_id%3Da%26x%3D1"
+    assert redirect(query)["location"] == "/login?next=%2Fdebug%3Fconv_id%3Da%26x%3D1"
 
 
 def test_the_client_address_of_a_request_without_one_is_empty() -> None:
@@ -609,19 +604,11 @@ def test_the_debug_api_checks_who_the_gate_let_through() -> None:
 def _through_gate(gate_settings: Settings, scope: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Any]]:
     """Call the gate directly; returns what it sent and the identities the inner app saw."""
     seen: list[Any] = []
-    sent: list[dict[str, Any]] = []
 
     async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
         seen.append(scope["state"]["identity"])
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(AuthGate(inner, settings=gate_settings)(scope, receive, send))
-    return sent, seen
+    return call(AuthGate(inner, settings=gate_settings), scope), seen
 
 
 def test_the_gate_gives_every_request_an_identity_even_without_a_state_dict() -> None:
@@ -638,14 +625,10 @@ def test_a_team_server_that_has_not_finished_starting_answers_503() -> None:
     scope = {"type": "http", "method": "GET", "path": "/api/conversations", "headers": [], "app": app}
     sent, seen = _through_gate(team, scope)
     assert seen == [] and sent[0]["status"] == 503
-    assert asyncio.run(_json_body(sent)) == {
+    assert json_body(sent) == {
         "error": "the server is starting; try again in a moment",
         "code": "starting",
     }
-
-
-async def _json_body(sent: list[dict[str, Any]]) -> Any:
-    return json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
 
 
 def test_each_refusal_of_the_gate_says_what_is_wrong(tmp_path: Path, tokens: dict[str, str]) -> None:

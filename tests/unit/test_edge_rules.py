@@ -4,8 +4,6 @@ per-conversation queue, and an empty ``--host`` meaning every interface, never l
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
+from tests.unit.asgi_calls import call, json_body
 from webchat.server.app import create_app
 from webchat.server.edge import EdgeGuard, allowed_host_names, host_name, normal_origin, refuse
 from webchat.server.settings import Settings, is_loopback
@@ -249,13 +248,9 @@ def test_an_empty_host_is_every_interface_not_loopback() -> None:
 
 
 def _refusal(scope: dict[str, Any]) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(refuse(scope, send, 403, "invalid_origin", "origin 'x' is not allowed"))
-    return sent
+    return call(
+        lambda sc, receive, send: refuse(sc, send, 403, "invalid_origin", "origin 'x' is not allowed"), scope
+    )
 
 
 def test_a_refusal_is_a_complete_json_response() -> None:
@@ -280,21 +275,12 @@ def test_the_guard_names_what_it_refused() -> None:
     async def inner(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("a refused request never reaches the app")
 
-    async def call(scope: dict[str, Any]) -> tuple[int, Any]:
-        sent: list[dict[str, Any]] = []
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b""}
-
-        await EdgeGuard(inner, bind_host="127.0.0.1")(scope, receive, send)
-        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-        return sent[0]["status"], json.loads(body)
+    def status_and_json(scope: dict[str, Any]) -> tuple[int, Any]:
+        sent = call(EdgeGuard(inner, bind_host="127.0.0.1"), scope)
+        return sent[0]["status"], json_body(sent)
 
     no_host = {"type": "http", "method": "GET", "path": "/healthz", "headers": []}
-    assert asyncio.run(call(no_host)) == (
+    assert status_and_json(no_host) == (
         400,
         {"error": "host '' is not an allowed host", "code": "invalid_host"},
     )
@@ -304,7 +290,7 @@ def test_the_guard_names_what_it_refused() -> None:
         "path": "/chat",
         "headers": [(b"host", b"127.0.0.1:8080"), (b"origin", b"https://attacker.example")],
     }
-    assert asyncio.run(call(foreign)) == (
+    assert status_and_json(foreign) == (
         403,
         {"error": "origin 'https://attacker.example' is not allowed", "code": "invalid_origin"},
     )

@@ -330,14 +330,26 @@ class ConversationService:
     async def _over_prompt_cap(
         self, user_id: str, idempotency_key: str, conv_id: str | None, prompt: str
     ) -> tuple[int, dict[str, Any]]:
-        # A retry of a prompt already accepted still gets its stored answer; anything else is refused.
+        return await self._replay_or_refuse(
+            user_id,
+            idempotency_key,
+            conv_id,
+            prompt,
+            TooManyPrompts(
+                f"{self.max_prompts_per_user} prompts of yours are already waiting or running; "
+                "send this one when one of them has finished"
+            ),
+        )
+
+    async def _replay_or_refuse(
+        self, user_id: str, idempotency_key: str, conv_id: str | None, prompt: str, refusal: Exception
+    ) -> tuple[int, dict[str, Any]]:
+        """Over a bound: a retry of a prompt already accepted still gets its stored answer, anything
+        else is refused with ``refusal``."""
         known = await asyncio.to_thread(self.prompts.find_key, user_id, idempotency_key)
         if known is not None:
             return self._replay(known, conv_id, prompt)
-        raise TooManyPrompts(
-            f"{self.max_prompts_per_user} prompts of yours are already waiting or running; "
-            "send this one when one of them has finished"
-        )
+        raise refusal
 
     @staticmethod
     def _replay(known: PromptRecord, conv_id: str | None, prompt: str) -> tuple[int, dict[str, Any]]:
@@ -389,13 +401,15 @@ class ConversationService:
             # Waiting prompts only: one accepted to start now may not have left the queue yet.
             depth = sum(1 for p in conv.queue if p.queued) + 1
             if depth > self.max_queue:
-                # A retry of a prompt already queued still gets its stored answer.
-                known = await asyncio.to_thread(self.prompts.find_key, user_id, idempotency_key)
-                if known is not None:
-                    return self._replay(known, conv.conv_id if conv_id_given else None, prompt)
-                raise QueueFull(
-                    f"conversation {conv.conv_id} already has {self.max_queue} prompts waiting; "
-                    "send this one when one of them has run"
+                return await self._replay_or_refuse(
+                    user_id,
+                    idempotency_key,
+                    conv.conv_id if conv_id_given else None,
+                    prompt,
+                    QueueFull(
+                        f"conversation {conv.conv_id} already has {self.max_queue} prompts waiting; "
+                        "send this one when one of them has run"
+                    ),
                 )
             status = 202
             body = {"status": "queued", **common, "queue_position": depth, "queue_depth": depth}

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from webchat.auth.store import Principal, SQLiteAuthStore
-from webchat.server.edge import refuse
+from webchat.server.edge import STATE_CHANGING, refuse
 from webchat.server.errors import ApiError
 from webchat.server.settings import Settings
 from webchat.server.validation import CheckedRoute
@@ -69,7 +69,6 @@ OPEN_PATHS = frozenset(
 OPEN_PREFIXES = ("/static/", "/help/", "/api/help/")
 # Pages a browser opens: an anonymous visit is sent to the sign-in page instead of a JSON 401.
 PAGES = frozenset({"/", "/debug"})
-WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 # Who a request is: the store's principal, whose ``via`` here is also "local" (local mode) or
@@ -92,7 +91,7 @@ def admin_only(path: str, method: str) -> bool:
     if path == "/debug" or path.startswith("/api/debug/") or path == "/api/debug":
         return True
     profiles = path == "/api/chat/profiles" or path.startswith("/api/chat/profiles/")
-    return profiles and method in WRITES
+    return profiles and method in STATE_CHANGING
 
 
 def is_debug_path(path: str) -> bool:
