@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test lint typecheck fixtures bench mutate clean
+.PHONY: run test lint typecheck fixtures bench mutate clean postgresql-server
 
 # The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
 CHROMIUM := /usr/bin/chromium
@@ -26,7 +26,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) postgresql-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -34,6 +34,12 @@ test: $(STAMP) $(CHROMIUM)
 
 $(CHROMIUM):
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
+# The tests start their own PostgreSQL from Debian's server binaries (/usr/lib/postgresql/N/bin), never a
+# system cluster; installing the package is all the set-up they need.
+postgresql-server:
+	@test -n "$(wildcard /usr/lib/postgresql/*/bin/initdb)" || { apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; }
 
 # Rebuild the old-schema fixture databases under tests/legacy/.
 fixtures: $(STAMP)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.pg_server import PostgresServer
 from webchat.runtimes.profiles import DEFAULT_PROVIDER_KEY_ENVS, allow_key_envs
 
 
@@ -27,3 +28,23 @@ def _default_key_allow_list() -> Iterator[None]:
     allow_key_envs(DEFAULT_PROVIDER_KEY_ENVS)
     yield
     allow_key_envs(DEFAULT_PROVIDER_KEY_ENVS)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole run (started on first use; see tests/pg_server.py)."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database of its own for one test; dropped afterwards."""
+    dsn = postgres_server.create_database()
+    try:
+        yield dsn
+    finally:
+        postgres_server.drop_database(dsn)
