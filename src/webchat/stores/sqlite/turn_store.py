@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from webchat.stores.migrations.backfill import resolve_inference_id, resolve_runtime_key
 from webchat.stores.protocol import Snapshot, StoreError, TurnQuery, TurnRow
 from webchat.stores.sqlite.connection import Readers, Writer
 from webchat.stores.sqlite.turn_schema import LEGACY_TURN_WRITE_COLUMNS, columns, unwritable_turn_columns
-from webchat.turns.hashing import HASH_ALGORITHM, block_content_hash_from_json, canonical_json
-from webchat.turns.keys import PHASES
-from webchat.turns.model import Block, Turn
-
-MAX_LIST_LIMIT = 10_000
-
-# Newest first; ties on the timestamp are broken by phase order (final before pre_inference), then ids.
-_PHASE_RANK_SQL = (
-    "CASE {col} " + " ".join(f"WHEN '{p}' THEN {i}" for i, p in enumerate(PHASES)) + " ELSE -1 END"
+from webchat.stores.turn_rows import (
+    assemble,
+    block_rows,
+    json_text,
+    list_snapshots_sql,
+    load_turn_sql,
+    runtime_history_sql,
+    turn_row_sql,
+    validate_ids,
 )
+from webchat.turns.model import Turn
 
 # Parameters are numbered so that legacy columns can reuse a value: ?4 is the snapshot's creation time.
 _UPSERT_TURN_TEMPLATE = """
@@ -106,6 +106,10 @@ def turn_write_sql(conn: sqlite3.Connection) -> TurnWriteSql:
     return _write_sql(legacy) if legacy else CONTRACT_WRITE_SQL
 
 
+_LOAD_TURN_SQL = load_turn_sql("?")
+_TURN_ROW_SQL = turn_row_sql("?")
+_RUNTIME_HISTORY_SQL = runtime_history_sql("?")
+
 _DELETE_MEMBERSHIP_SQL = """
 DELETE FROM turn_block_membership
 WHERE conv_id = ? AND session_id = ? AND turn_id = ? AND phase = ? AND snapshot_created_at_ms = ?
@@ -120,36 +124,6 @@ INSERT INTO turn_block_membership (conv_id, session_id, turn_id, phase, snapshot
                                    block_id, content_hash)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
-
-
-def _json(value: Any) -> str:
-    return canonical_json(value if value is not None else {})
-
-
-def block_rows(turn: Turn, created_at_ms: int) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]]]:
-    """The ``blocks`` rows and ``(block_id, content_hash)`` of each ordinal, for one snapshot."""
-    blocks: list[tuple[Any, ...]] = []
-    keys: list[tuple[str, str]] = []
-    for ordinal, block in enumerate(turn.blocks):
-        block_id = block.id.strip() or f"{turn.id}#{ordinal}"
-        payload_json = _json(block.payload)
-        metadata_json = _json(block.metadata)
-        # The stored JSON is the canonical encoding the hash is defined over: encode once, use twice.
-        content_hash = block_content_hash_from_json(block.kind, block.role, payload_json, metadata_json)
-        blocks.append(
-            (
-                block_id,
-                content_hash,
-                HASH_ALGORITHM,
-                block.kind,
-                block.role,
-                payload_json,
-                metadata_json,
-                created_at_ms,
-            )
-        )
-        keys.append((block_id, content_hash))
-    return blocks, keys
 
 
 def save_snapshot_tx(
@@ -179,8 +153,8 @@ def save_snapshot_tx(
             session_id,
             turn_id,
             created_at_ms,
-            _json(turn.metadata),
-            _json(turn.data),
+            json_text(turn.metadata),
+            json_text(turn.data),
             runtime_key,
             inference_id,
             created_at_ms,
@@ -196,12 +170,6 @@ def save_snapshot_tx(
                 for ordinal, (block_id, content_hash) in enumerate(keys)
             ],
         )
-
-
-def _validate_ids(**ids: str) -> None:
-    for name, value in ids.items():
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{name} must be a non-empty string")
 
 
 class SQLiteTurnStore:
@@ -253,7 +221,7 @@ class SQLiteTurnStore:
         runtime_key: str = "",
         inference_id: str = "",
     ) -> None:
-        _validate_ids(conv_id=conv_id, session_id=session_id, turn_id=turn.id, phase=phase)
+        validate_ids(conv_id=conv_id, session_id=session_id, turn_id=turn.id, phase=phase)
         # The turn's own metadata is the fallback source of its truth; never the conversation pointer.
         runtime_key = runtime_key.strip() or resolve_runtime_key(turn.metadata)
         inference_id = inference_id.strip() or resolve_inference_id(turn.metadata)
@@ -278,73 +246,18 @@ class SQLiteTurnStore:
         return self._readers.get()
 
     def list_snapshots(self, query: TurnQuery) -> list[Snapshot]:
-        if not query.conv_id and not query.session_id:
-            raise ValueError("conv_id or session_id is required")
-        limit = max(1, min(int(query.limit or 100), MAX_LIST_LIMIT))
-        where = ["m.ordinal = 0"]
-        params: list[Any] = []
-        for column, value in (
-            ("m.conv_id", query.conv_id),
-            ("m.session_id", query.session_id),
-            ("m.turn_id", query.turn_id),
-            ("m.phase", query.phase),
-            ("t.runtime_key", query.runtime_key),
-            ("t.inference_id", query.inference_id),
-        ):
-            if value:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if query.since_ms:
-            where.append("m.snapshot_created_at_ms >= ?")
-            params.append(int(query.since_ms))
-        # The turn row is only needed here to filter on the per-turn truth; membership rows always
-        # have their turn row (foreign key), and the outer query joins it for every selected snapshot.
-        join_turns = ""
-        if query.runtime_key or query.inference_id:
-            join_turns = (
-                "JOIN turns AS t ON t.conv_id = m.conv_id AND t.session_id = m.session_id "
-                "AND t.turn_id = m.turn_id"
-            )
-        sql = f"""
-WITH snaps AS (
-    SELECT m.conv_id, m.session_id, m.turn_id, m.phase, m.snapshot_created_at_ms AS created
-    FROM turn_block_membership AS m
-    {join_turns}
-    WHERE {" AND ".join(where)}
-    ORDER BY created DESC, {_PHASE_RANK_SQL.format(col="m.phase")} DESC, m.turn_id DESC, m.session_id DESC,
-             m.conv_id DESC
-    LIMIT ?
-)
-{_SNAPSHOT_ROWS_SQL}
-"""
-        params.append(limit)
-        return _assemble(self._read().execute(sql, params))
+        sql, params = list_snapshots_sql(query, "?")
+        return assemble(self._read().execute(sql, params))
 
     def load_turn(self, conv_id: str, session_id: str, turn_id: str) -> list[Snapshot]:
-        sql = f"""
-WITH snaps AS (
-    SELECT DISTINCT conv_id, session_id, turn_id, phase, snapshot_created_at_ms AS created
-    FROM turn_block_membership
-    WHERE conv_id = ? AND session_id = ? AND turn_id = ?
-)
-{_SNAPSHOT_ROWS_SQL}
-"""
-        return _assemble(self._read().execute(sql, (conv_id, session_id, turn_id)))
+        return assemble(self._read().execute(_LOAD_TURN_SQL, (conv_id, session_id, turn_id)))
 
     def turn_row(self, conv_id: str, session_id: str, turn_id: str) -> TurnRow | None:
-        row = (
-            self._read()
-            .execute(
-                f"SELECT {_TURN_ROW_COLUMNS} FROM turns WHERE conv_id = ? AND session_id = ? AND turn_id = ?",
-                (conv_id, session_id, turn_id),
-            )
-            .fetchone()
-        )
+        row = self._read().execute(_TURN_ROW_SQL, (conv_id, session_id, turn_id)).fetchone()
         return TurnRow(*row) if row else None
 
     def runtime_history(self, conv_id: str) -> list[TurnRow]:
-        sql = f"SELECT {_TURN_ROW_COLUMNS} FROM turns WHERE conv_id = ? ORDER BY updated_at_ms, turn_id"
-        rows = self._read().execute(sql, (conv_id,))
+        rows = self._read().execute(_RUNTIME_HISTORY_SQL, (conv_id,))
         return [TurnRow(*row) for row in rows]
 
     def latest_snapshot(self, conv_id: str) -> Snapshot | None:
@@ -356,62 +269,6 @@ WITH snaps AS (
             if self._writer_instance is not None:
                 self._writer_instance.close()
         self._readers.close()
-
-
-_TURN_ROW_COLUMNS = (
-    "conv_id, session_id, turn_id, runtime_key, inference_id, turn_created_at_ms, updated_at_ms"
-)
-
-# Every block of every selected snapshot in one query (never one query per snapshot).
-_SNAPSHOT_ROWS_SQL = f"""
-SELECT s.conv_id, s.session_id, s.turn_id, s.phase, s.created,
-       t.runtime_key, t.inference_id, t.turn_metadata_json, t.turn_data_json,
-       m.ordinal, b.block_id, b.kind, b.role, b.payload_json, b.block_metadata_json
-FROM snaps AS s
-JOIN turns AS t ON t.conv_id = s.conv_id AND t.session_id = s.session_id AND t.turn_id = s.turn_id
-JOIN turn_block_membership AS m
-  ON m.conv_id = s.conv_id AND m.session_id = s.session_id AND m.turn_id = s.turn_id
- AND m.phase = s.phase AND m.snapshot_created_at_ms = s.created
-JOIN blocks AS b ON b.block_id = m.block_id AND b.content_hash = m.content_hash
-ORDER BY s.created DESC, {_PHASE_RANK_SQL.format(col="s.phase")} DESC, s.turn_id DESC, s.session_id DESC,
-         s.conv_id DESC, m.ordinal ASC
-"""
-
-
-def _loads(text: str | None) -> dict[str, Any]:
-    if not text or text == "{}":  # most block metadata is empty: skip the parser
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {"_invalid_json": text}
-    return value if isinstance(value, dict) else {"_value": value}
-
-
-def _assemble(rows: Iterable[Sequence[Any]]) -> list[Snapshot]:
-    out: list[Snapshot] = []
-    current: Snapshot | None = None
-    current_key: tuple[Any, ...] = ()
-    for row in rows:
-        key = tuple(row[0:5])
-        if current is None or key != current_key:
-            conv_id, session_id, turn_id, phase, created, runtime_key, inference_id, meta, data = row[0:9]
-            current = Snapshot(
-                conv_id=conv_id,
-                session_id=session_id,
-                turn_id=turn_id,
-                phase=phase,
-                created_at_ms=int(created),
-                runtime_key=runtime_key,
-                inference_id=inference_id,
-                turn=Turn(id=turn_id, metadata=_loads(meta), data=_loads(data)),
-            )
-            current_key = key
-            out.append(current)
-        current.turn.blocks.append(
-            Block(id=row[10], kind=row[11], role=row[12], payload=_loads(row[13]), metadata=_loads(row[14]))
-        )
-    return out
 
 
 __all__ = [

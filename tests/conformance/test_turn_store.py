@@ -1,18 +1,17 @@
-"""The SQLite turn store: snapshots, upsert rules and listing (runtime-truth.md §3)."""
+"""The turn store's contract on every backend: snapshots, upsert rules, listing (runtime-truth.md §3).
+
+Each test runs against SQLite and against a real PostgreSQL (tests/conformance/backends.py).
+"""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from webchat.stores.protocol import Snapshot, StoreError, TurnQuery, TurnRow
-from webchat.stores.sqlite.turn_store import SQLiteTurnStore, _loads, block_rows, save_snapshot_tx
-from webchat.stores.turns import open_turn_store
+from tests.conformance.backends import TurnBackend, rows
+from webchat.stores.protocol import Snapshot, TurnQuery, TurnRow, TurnStore
 from webchat.turns.hashing import block_content_hash
 from webchat.turns.model import Block, Turn
 
@@ -39,18 +38,12 @@ def turn(turn_id: str, *texts: str, metadata: dict[str, Any] | None = None, with
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteTurnStore]:
-    s = open_turn_store(tmp_path / "turns.db")
-    assert isinstance(s, SQLiteTurnStore)
+def store(turn_backend: TurnBackend) -> Iterator[TurnStore]:
+    s = turn_backend.open()
     try:
         yield s
     finally:
         s.close()
-
-
-def rows(store: SQLiteTurnStore, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(f"{store.path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def summary(snaps: list[Snapshot]) -> list[tuple[str, str, str, str, int]]:
@@ -64,7 +57,7 @@ def block_view(snap: Snapshot) -> list[tuple[str, str, str, dict[str, Any], dict
 # -- save / load -----------------------------------------------------------------------------------------
 
 
-def test_save_list_load_round_trip(store: SQLiteTurnStore, tmp_path: Path) -> None:
+def test_save_list_load_round_trip(store: TurnStore, turn_backend: TurnBackend) -> None:
     pre = turn("t1", "Plan my week", metadata={"webchat.session_id@v1": "s1"})
     final = turn("t1", "Plan my week", "Sure.", metadata={"webchat.session_id@v1": "s1", "note": "done"})
     final.blocks[2].metadata = {"tokens": 3}
@@ -86,14 +79,14 @@ def test_save_list_load_round_trip(store: SQLiteTurnStore, tmp_path: Path) -> No
     assert store.latest_snapshot("nope") is None
 
     store.close()
-    again = open_turn_store(tmp_path / "turns.db")
+    again = turn_backend.open()
     try:
         assert summary(again.load_turn("c1", "s1", "t1")) == summary(loaded)
     finally:
         again.close()
 
 
-def test_caller_may_mutate_its_turn_after_saving(store: SQLiteTurnStore) -> None:
+def test_caller_may_mutate_its_turn_after_saving(store: TurnStore) -> None:
     t = turn("t1", "hello")
     store.save_snapshot("c1", "s1", t, "pre_inference", 1000)
     t.blocks.append(Block(kind="llm_text", role="assistant", payload={"text": "late"}))
@@ -106,7 +99,7 @@ def test_caller_may_mutate_its_turn_after_saving(store: SQLiteTurnStore) -> None
     ("conv", "session", "turn_id", "phase"),
     [("", "s", "t", "final"), ("c", " ", "t", "final"), ("c", "s", "", "final"), ("c", "s", "t", "")],
 )
-def test_ids_are_required(store: SQLiteTurnStore, conv: str, session: str, turn_id: str, phase: str) -> None:
+def test_ids_are_required(store: TurnStore, conv: str, session: str, turn_id: str, phase: str) -> None:
     with pytest.raises(ValueError):
         store.save_snapshot(conv, session, Turn(id=turn_id, blocks=[system()]), phase, 1)
     assert rows(store, "SELECT count(*) FROM turns") == [(0,)]
@@ -115,7 +108,7 @@ def test_ids_are_required(store: SQLiteTurnStore, conv: str, session: str, turn_
 # -- upsert rules ----------------------------------------------------------------------------------------
 
 
-def test_created_is_min_and_updated_is_max(store: SQLiteTurnStore) -> None:
+def test_created_is_min_and_updated_is_max(store: TurnStore) -> None:
     for phase, created in (
         ("post_inference", 3000),
         ("final", 5000),
@@ -127,7 +120,7 @@ def test_created_is_min_and_updated_is_max(store: SQLiteTurnStore) -> None:
     assert (row.turn_created_at_ms, row.updated_at_ms) == (1000, 5000)
 
 
-def test_runtime_values_are_replaced_only_by_non_empty_values(store: SQLiteTurnStore) -> None:
+def test_runtime_values_are_replaced_only_by_non_empty_values(store: TurnStore) -> None:
     def values() -> tuple[str, str]:
         (row,) = store.runtime_history("c1")
         return row.runtime_key, row.inference_id
@@ -145,7 +138,7 @@ def test_runtime_values_are_replaced_only_by_non_empty_values(store: SQLiteTurnS
     assert values() == ("coder", "inf-2")
 
 
-def test_runtime_values_fall_back_to_the_turns_own_metadata(store: SQLiteTurnStore) -> None:
+def test_runtime_values_fall_back_to_the_turns_own_metadata(store: TurnStore) -> None:
     meta = {
         "webchat.runtime@v1": {"runtime_key": "meta-rk", "profile_slug": "x"},
         "webchat.inference_id@v1": "meta-inf",
@@ -157,14 +150,14 @@ def test_runtime_values_fall_back_to_the_turns_own_metadata(store: SQLiteTurnSto
     assert got == [("t1", "meta-rk", "meta-inf"), ("t2", "explicit", "meta-inf"), ("t3", "", "")]
 
 
-def test_newest_snapshot_wins_the_turn_metadata(store: SQLiteTurnStore) -> None:
+def test_newest_snapshot_wins_the_turn_metadata(store: TurnStore) -> None:
     store.save_snapshot("c1", "s1", turn("t1", "q", metadata={"v": 2}), "final", 2000)
     store.save_snapshot("c1", "s1", turn("t1", "q", metadata={"v": 1}), "pre_inference", 1000)
     snaps = store.load_turn("c1", "s1", "t1")
     assert [s.turn.metadata for s in snaps] == [{"v": 2}, {"v": 2}]  # the turn row holds one metadata
 
 
-def test_snapshot_membership_is_replaced_as_a_unit(store: SQLiteTurnStore) -> None:
+def test_snapshot_membership_is_replaced_as_a_unit(store: TurnStore) -> None:
     store.save_snapshot("c1", "s1", turn("t1", "q"), "pre_inference", 1000)
     store.save_snapshot("c1", "s1", turn("t1", "q", "a", "b"), "final", 3000)
     replacement = Turn(id="t1", blocks=[Block(kind="user", role="user", payload={"text": "only"}, id="x")])
@@ -181,7 +174,7 @@ def test_snapshot_membership_is_replaced_as_a_unit(store: SQLiteTurnStore) -> No
     assert rows(store, "SELECT count(DISTINCT snapshot_created_at_ms) FROM turn_block_membership") == [(3,)]
 
 
-def test_block_ids_default_to_turn_id_and_ordinal(store: SQLiteTurnStore) -> None:
+def test_block_ids_default_to_turn_id_and_ordinal(store: TurnStore) -> None:
     t = Turn(
         id="t9",
         blocks=[
@@ -195,7 +188,7 @@ def test_block_ids_default_to_turn_id_and_ordinal(store: SQLiteTurnStore) -> Non
     assert [b.id for b in snap.turn.blocks] == ["sys", "t9#1", "t9#2"]
 
 
-def test_identical_blocks_are_stored_once(store: SQLiteTurnStore) -> None:
+def test_identical_blocks_are_stored_once(store: TurnStore) -> None:
     store.save_snapshot("c1", "s1", turn("t1", "q1"), "pre_inference", 1000)
     store.save_snapshot("c1", "s1", turn("t1", "q1", "a1"), "final", 2000)
     store.save_snapshot("c1", "s1", turn("t2", "q2"), "final", 3000)
@@ -244,7 +237,7 @@ def ordered(items: list[tuple[Any, ...]]) -> list[tuple[str, str, str, str, int]
 
 
 @pytest.fixture
-def listed(store: SQLiteTurnStore) -> SQLiteTurnStore:
+def listed(store: TurnStore) -> TurnStore:
     for conv, session, turn_id, phase, created, rk, inf in DATA:
         store.save_snapshot(
             conv, session, turn(turn_id, f"q-{turn_id}"), phase, created, runtime_key=rk, inference_id=inf
@@ -270,7 +263,7 @@ def listed(store: SQLiteTurnStore) -> SQLiteTurnStore:
         (TurnQuery(conv_id="c1", runtime_key="nobody"), lambda d: False),
     ],
 )
-def test_list_filters_and_order(listed: SQLiteTurnStore, query: TurnQuery, keep: Any) -> None:
+def test_list_filters_and_order(listed: TurnStore, query: TurnQuery, keep: Any) -> None:
     expected = ordered([d for d in DATA if keep(d)])
     got = listed.list_snapshots(query)
     assert summary(got) == expected
@@ -287,20 +280,20 @@ def test_list_filters_and_order(listed: SQLiteTurnStore, query: TurnQuery, keep:
         assert [b.payload.get("text") for b in snap.turn.blocks] == ["You are helpful.", f"q-{snap.turn_id}"]
 
 
-def test_list_limit_takes_the_newest(listed: SQLiteTurnStore) -> None:
+def test_list_limit_takes_the_newest(listed: TurnStore) -> None:
     everything = ordered([d for d in DATA if d[0] == "c1"])
     for limit in (1, 2, 5, 100):
         assert summary(listed.list_snapshots(TurnQuery(conv_id="c1", limit=limit))) == everything[:limit]
 
 
-def test_list_requires_a_conversation_or_session(listed: SQLiteTurnStore) -> None:
+def test_list_requires_a_conversation_or_session(listed: TurnStore) -> None:
     with pytest.raises(ValueError):
         listed.list_snapshots(TurnQuery())
     with pytest.raises(ValueError):
         listed.list_snapshots(TurnQuery(phase="final"))
 
 
-def test_runtime_history_order(listed: SQLiteTurnStore) -> None:
+def test_runtime_history_order(listed: TurnStore) -> None:
     history = listed.runtime_history("c1")
     got = [(r.turn_id, r.updated_at_ms, r.runtime_key, r.inference_id) for r in history]
     # updated_at_ms ASC, then turn_id ASC (t4, t5, t6 tie at 4000)
@@ -316,51 +309,10 @@ def test_runtime_history_order(listed: SQLiteTurnStore) -> None:
     assert listed.runtime_history("nope") == []
 
 
-def count_statements(store: SQLiteTurnStore, action: Any) -> int:
-    conn = store._readers.get()  # the read connection of this thread
-    seen: list[str] = []
-    conn.set_trace_callback(seen.append)
-    try:
-        action()
-    finally:
-        conn.set_trace_callback(None)
-    return len(seen)
-
-
-def test_listing_is_not_one_query_per_snapshot(store: SQLiteTurnStore) -> None:
-    for i in range(3):
-        store.save_snapshot("c1", "s1", turn(f"t{i}", "q", "a"), "final", 1000 + i)
-    few = count_statements(store, lambda: store.list_snapshots(TurnQuery(conv_id="c1")))
-    for i in range(3, 60):
-        store.save_snapshot("c1", "s1", turn(f"t{i}", "q", "a"), "final", 1000 + i)
-        store.save_snapshot("c1", "s1", turn(f"t{i}", "q"), "pre_inference", 500 + i)
-    assert len(store.list_snapshots(TurnQuery(conv_id="c1", limit=500))) == 3 + 57 * 2
-    many = count_statements(store, lambda: store.list_snapshots(TurnQuery(conv_id="c1", limit=500)))
-    assert few == many <= 2
-    assert count_statements(store, lambda: store.load_turn("c1", "s1", "t5")) <= 2
-    assert count_statements(store, lambda: store.latest_snapshot("c1")) <= 2
-
-
 # -- edges pinned for mutation testing -------------------------------------------------------------------
 
 
-def test_fill_only_save_never_replaces_a_recorded_value(store: SQLiteTurnStore) -> None:
-    """The legacy conversion's upsert: it fills empty values and leaves recorded ones alone."""
-    store.save_snapshot("c", "s", turn("t1", "hi"), "pre_inference", 10, runtime_key="planner")
-    store._writer.run(
-        lambda conn: save_snapshot_tx(
-            conn, "c", "s", turn("t1", "hi"), "final", 20, "fast", "inf-1", fill_only=True
-        )
-    )
-    assert rows(store, "SELECT runtime_key, inference_id, turn_created_at_ms, updated_at_ms FROM turns") == [
-        ("planner", "inf-1", 10, 20)
-    ]
-    # The normal save does replace with a non-empty value.
-    store.save_snapshot("c", "s", turn("t1", "hi"), "final", 30, runtime_key="fast")
-    assert rows(store, "SELECT runtime_key, inference_id FROM turns") == [("fast", "inf-1")]
-
-
-def test_turn_row(store: SQLiteTurnStore) -> None:
+def test_turn_row(store: TurnStore) -> None:
     store.save_snapshot("c", "s", turn("t1", "hi"), "pre_inference", 10, runtime_key="planner")
     store.save_snapshot("c", "s", turn("t1", "hi"), "final", 30, inference_id="inf-9")
     assert store.turn_row("c", "s", "t1") == TurnRow("c", "s", "t1", "planner", "inf-9", 10, 30)
@@ -368,7 +320,7 @@ def test_turn_row(store: SQLiteTurnStore) -> None:
     assert store.turn_row("c", "other", "t1") is None
 
 
-def test_listing_requires_a_filter_and_defaults_to_100(store: SQLiteTurnStore) -> None:
+def test_listing_requires_a_filter_and_defaults_to_100(store: TurnStore) -> None:
     with pytest.raises(ValueError, match=r"^conv_id or session_id is required$"):
         store.list_snapshots(TurnQuery())
     for i in range(101):
@@ -380,7 +332,7 @@ def test_listing_requires_a_filter_and_defaults_to_100(store: SQLiteTurnStore) -
     assert latest is not None and latest.turn.id == "t100"
 
 
-def test_same_ids_in_two_conversations_stay_two_snapshots(store: SQLiteTurnStore) -> None:
+def test_same_ids_in_two_conversations_stay_two_snapshots(store: TurnStore) -> None:
     for conv in ("c1", "c2"):
         store.save_snapshot(conv, "s", turn("t1", f"from {conv}"), "final", 50)
     snaps = store.list_snapshots(TurnQuery(session_id="s"))
@@ -390,31 +342,6 @@ def test_same_ids_in_two_conversations_stay_two_snapshots(store: SQLiteTurnStore
     ]
 
 
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [
-        (None, {}),
-        ("", {}),
-        ("{}", {}),
-        ('{"a": 1}', {"a": 1}),
-        ("not json", {"_invalid_json": "not json"}),
-        ("[1, 2]", {"_value": [1, 2]}),
-        ("3", {"_value": 3}),
-    ],
-)
-def test_stored_json_columns_always_load_as_objects(text: str | None, value: dict[str, Any]) -> None:
-    assert _loads(text) == value
-
-
-def test_absent_payload_and_metadata_are_stored_as_empty_objects() -> None:
-    bare = Turn(id="t1", blocks=[Block(kind="user", role="user", payload=None, metadata=None)])  # type: ignore[arg-type]
-    (row,), keys = block_rows(bare, 7)
-    assert row[0] == "t1#0" and row[5:] == ("{}", "{}", 7)
-    assert keys == [("t1#0", block_content_hash("user", "user", {}, {}))]
-
-
-def test_error_messages_name_the_problem(store: SQLiteTurnStore, tmp_path: Path) -> None:
+def test_error_messages_name_the_problem(store: TurnStore) -> None:
     with pytest.raises(ValueError, match=r"^session_id must be a non-empty string$"):
         store.save_snapshot("c", " ", turn("t1", "hi"), "final", 1)
-    with pytest.raises(StoreError, match=r"nope\.db: no such store$"):
-        SQLiteTurnStore(tmp_path / "nope.db")
