@@ -1,0 +1,78 @@
+"""The backends the conformance suites run on: a SQLite file in tmp_path, or a fresh PostgreSQL database."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from webchat.stores.postgres.database import Database
+from webchat.stores.postgres.migrations import migrate
+from webchat.stores.postgres.prompt_store import COMPONENTS, PostgresPromptStore
+from webchat.stores.postgres.timeline_store import PostgresTimelineStore
+from webchat.stores.prompts import PromptStore
+from webchat.stores.sqlite.prompt_store import SQLitePromptStore
+from webchat.stores.sqlite.timeline_store import SQLiteTimelineStore
+from webchat.stores.timeline import TimelineStore
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@dataclass
+class Stores:
+    """A timeline store and the prompt store beside it, on one backend."""
+
+    backend: str
+    timeline: TimelineStore
+    prompts: PromptStore
+    db: Database | None = None
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one raw statement (``?`` placeholders on both backends) and return its rows."""
+        return raw(self.timeline, sql, params)
+
+
+def raw(store: object, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """One raw statement on a store's database, committed; ``?`` placeholders on both backends."""
+    if isinstance(store, SQLiteTimelineStore):
+        conn = sqlite3.connect(store.path)
+        try:
+            with conn:
+                return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+        finally:
+            conn.close()
+    assert isinstance(store, PostgresTimelineStore)
+    with store.db.connection() as pg:
+        cur = pg.execute(sql.replace("?", "%s"), params)
+        return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
+
+@contextmanager
+def open_stores(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, pool: int = 4
+) -> Iterator[Stores]:
+    """Both stores on ``backend``; closed (and the PostgreSQL database dropped) afterwards."""
+    if backend == "sqlite":
+        timeline = SQLiteTimelineStore(tmp_path / "timeline.db")
+        try:
+            yield Stores(backend, timeline, SQLitePromptStore(timeline))
+        finally:
+            timeline.close()
+        return
+    db = Database(request.getfixturevalue("pg_dsn"), max_size=pool)
+    try:
+        migrate(db, COMPONENTS)
+        pg_timeline = PostgresTimelineStore(db)
+        pg_prompts = PostgresPromptStore(db)
+        try:
+            yield Stores(backend, pg_timeline, pg_prompts, db)
+        finally:
+            pg_prompts.close()
+            pg_timeline.close()
+    finally:
+        db.close()
