@@ -1,0 +1,1 @@
+"""One suite per store protocol, run against every backend (SQLite and PostgreSQL) alike."""

@@ -60,7 +60,7 @@ FINISH_SQL: Final = (
     "WHERE conv_id = ? AND position = ?"
 )
 # Which status may follow which (scale-out.md §1).
-_NEXT: Final = {
+NEXT_STATUSES: Final = {
     RUNNING: frozenset({QUEUED}),
     DONE: frozenset({RUNNING}),
     FAILED: frozenset({RUNNING}),
@@ -69,7 +69,7 @@ _NEXT: Final = {
 }
 
 
-def _record(row: sqlite3.Row | tuple[Any, ...]) -> PromptRecord:
+def prompt_record(row: sqlite3.Row | tuple[Any, ...]) -> PromptRecord:
     (
         conv_id,
         position,
@@ -130,12 +130,12 @@ def _transition_in(
     changes: dict[str, Any],
 ) -> PromptRecord:
     row = conn.execute(FIND_TURN_SQL, (conv_id, turn_id)).fetchone()
-    current = _record(row) if row else None
+    current = prompt_record(row) if row else None
     if current is None:
         raise PromptStateError(f"no prompt {turn_id} in conversation {conv_id}")
     if status in FINISHED and current.status == status and current.error_code == changes["error_code"]:
         return current  # recorded already, with the next prompt's acceptance
-    if current.status not in _NEXT[status]:
+    if current.status not in NEXT_STATUSES[status]:
         raise PromptStateError(f"prompt {turn_id} is {current.status}; it cannot become {status}")
     if status == RUNNING:
         _refuse_if_another_runs(conn, conv_id, turn_id)
@@ -143,11 +143,11 @@ def _transition_in(
     return replace(current, status=status, **changes)
 
 
-def _finish_changes(error_code: str, at_ms: int) -> dict[str, Any]:
+def finish_changes(error_code: str, at_ms: int) -> dict[str, Any]:
     return {"error_code": error_code, "finished_at_ms": int(at_ms)}
 
 
-def _accepted(prompt: NewPrompt, position: int, accept_seq: int) -> PromptRecord:
+def accepted_record(prompt: NewPrompt, position: int, accept_seq: int) -> PromptRecord:
     return PromptRecord(
         conv_id=prompt.conv_id,
         position=position,
@@ -179,7 +179,7 @@ def _object(text: str) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def _dumps(doc: dict[str, Any]) -> str:
+def dump_document(doc: dict[str, Any]) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
@@ -201,7 +201,7 @@ class SQLitePromptStore:
 
     def _one(self, sql: str, params: tuple[Any, ...]) -> PromptRecord | None:
         row = self._read().execute(sql, params).fetchone()
-        return _record(row) if row else None
+        return prompt_record(row) if row else None
 
     # -- writes -------------------------------------------------------------------------------------
 
@@ -212,7 +212,7 @@ class SQLitePromptStore:
 
         def tx(conn: sqlite3.Connection) -> tuple[PromptRecord, bool]:
             row = conn.execute(FIND_KEY_SQL, (prompt.user_id, prompt.idempotency_key)).fetchone()
-            known = _record(row) if row else None
+            known = prompt_record(row) if row else None
             if known is not None:
                 same_conv = known.conv_id == prompt.conv_id or not prompt.conv_id_given
                 if not same_conv or known.prompt != prompt.prompt:
@@ -226,7 +226,7 @@ class SQLitePromptStore:
                 if done is not None:
                     if done.status not in FINISHED:
                         raise ValueError(f"not a final status: {done.status!r}")
-                    changes = _finish_changes(done.error_code, done.at_ms)
+                    changes = finish_changes(done.error_code, done.at_ms)
                     _transition_in(conn, prompt.conv_id, done.turn_id, done.status, FINISH_SQL, changes)
                 _refuse_if_another_runs(conn, prompt.conv_id, prompt.turn_id)
             position, accept_seq = conn.execute(NEXT_POSITION_SQL, (prompt.conv_id,)).fetchone()
@@ -242,18 +242,18 @@ class SQLitePromptStore:
                     prompt.prompt,
                     prompt.runtime_key,
                     prompt.runtime_fingerprint,
-                    _dumps(prompt.runtime),
+                    dump_document(prompt.runtime),
                     prompt.idempotency_key,
                     RUNNING if prompt.inference_id else QUEUED,
                     prompt.inference_id,
                     prompt.response_status,
-                    _dumps(prompt.response),
+                    dump_document(prompt.response),
                     prompt.accepted_at_ms,
                     prompt.accepted_at_ms if prompt.inference_id else 0,
                 ),
             )
             conn.execute(UPSERT_CONVERSATION_SQL, conv_params)
-            return _accepted(prompt, int(position), int(accept_seq)), False
+            return accepted_record(prompt, int(position), int(accept_seq)), False
 
         return self._timeline.run_write(tx)
 
@@ -288,7 +288,7 @@ class SQLitePromptStore:
             turn_id,
             status,
             FINISH_SQL,
-            _finish_changes(error_code, at_ms),
+            finish_changes(error_code, at_ms),
         )
 
     # -- reads --------------------------------------------------------------------------------------
@@ -304,11 +304,11 @@ class SQLitePromptStore:
             return []
         marks = ", ".join("?" for _ in statuses)
         sql = f"SELECT {_COLUMNS} FROM webchat_prompts WHERE status IN ({marks}) ORDER BY accept_seq"
-        return [_record(row) for row in self._read().execute(sql, statuses)]
+        return [prompt_record(row) for row in self._read().execute(sql, statuses)]
 
     def conversation_prompts(self, conv_id: str) -> list[PromptRecord]:
         sql = f"SELECT {_COLUMNS} FROM webchat_prompts WHERE conv_id = ? ORDER BY position"
-        return [_record(row) for row in self._read().execute(sql, (conv_id,))]
+        return [prompt_record(row) for row in self._read().execute(sql, (conv_id,))]
 
     def last_finished(self, conv_id: str) -> PromptRecord | None:
         marks = ", ".join("?" for _ in FINISHED)
@@ -317,7 +317,7 @@ class SQLitePromptStore:
             f"AND status IN ({marks}) ORDER BY position DESC LIMIT 1"
         )
         row = self._read().execute(sql, (conv_id, *sorted(FINISHED))).fetchone()
-        return _record(row) if row else None
+        return prompt_record(row) if row else None
 
     def close(self) -> None:
         """The prompt store owns no connection of its own: closing the timeline store closes it."""
